@@ -1,0 +1,87 @@
+// Command line entry: `bun runtime/main.ts --config FILE` (or `deno run -A runtime/main.ts --config FILE`).
+import { createLogger } from "./observability/log.ts";
+import { platform } from "./platform/index.ts";
+import { ConfigStartError, MeshProxy } from "./server.ts";
+import { parseConfig } from "./config/load.ts";
+import { readFileSync } from "node:fs";
+import { createFilterHost } from "./wasm/host.ts";
+import { dirname, resolve } from "node:path";
+
+const USAGE = `usage: main.ts --config FILE [--check]
+  --config FILE   YAML config (see README "Config reference")
+  --check         validate the config, print errors, exit 0 if valid or 1 if not
+signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain in-flight requests and exit 0`;
+
+function parseArgs(argv: string[]): { config: string | null; check: boolean } {
+  let config: string | null = null;
+  let check = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--config" || a === "-c") config = argv[++i] ?? null;
+    else if (a.startsWith("--config=")) config = a.slice("--config=".length);
+    else if (a === "--check") check = true;
+    else if (a === "--help" || a === "-h") {
+      console.log(USAGE);
+      platform.exit(0);
+    } else {
+      console.error(`unknown argument "${a}"\n${USAGE}`);
+      platform.exit(2);
+    }
+  }
+  return { config, check };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(platform.args());
+  if (args.config === null) {
+    console.error(`missing --config FILE\n${USAGE}`);
+    platform.exit(2);
+  }
+  const path = resolve(args.config);
+  if (args.check) {
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (err) {
+      console.error(`cannot read ${path}: ${(err as Error).message}`);
+      platform.exit(1);
+    }
+    const r = parseConfig(text);
+    if (r.ok) {
+      console.log(`${path}: valid (${r.config.routes.length} routes, ${r.config.clusters.length} clusters)`);
+      platform.exit(0);
+    }
+    console.error(`invalid config ${path}:\n  ${r.errors.join("\n  ")}`);
+    platform.exit(1);
+  }
+
+  const log = createLogger();
+  const proxy = new MeshProxy({
+    log,
+    filterHost: (metrics) => createFilterHost({ filterDir: undefined, configDir: dirname(path), log: log.child({ component: "filters" }), metrics }),
+  });
+  try {
+    await proxy.startFromFile(path);
+  } catch (err) {
+    if (err instanceof ConfigStartError) console.error(err.message);
+    else console.error(`cannot start: ${(err as Error).message}`);
+    platform.exit(1);
+  }
+
+  platform.onSignal("SIGHUP", () => {
+    void proxy.reload();
+  });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("draining", { signal, inFlight: proxy.stats.inFlight.value });
+    const { drained } = await proxy.shutdown();
+    log.info("stopped", { drained });
+    platform.exit(0);
+  };
+  platform.onSignal("SIGTERM", () => void stop("SIGTERM"));
+  platform.onSignal("SIGINT", () => void stop("SIGINT"));
+}
+
+await main();

@@ -1,0 +1,43 @@
+// The Deno runtime: Deno.serve for listeners.
+import type { Platform, Server, ServeOptions } from "./types.ts";
+
+// Typed loosely so the Bun typecheck needs no Deno types; the shapes used are Deno 2's stable API.
+// deno-lint-ignore no-explicit-any
+declare const Deno: any;
+
+const encoder = new TextEncoder();
+
+export const denoPlatform: Platform = {
+  name: "deno",
+  get version() {
+    return Deno.version.deno as string;
+  },
+  serve(opts: ServeOptions): Server {
+    const handler = opts.handler;
+    const server = Deno.serve(
+      { hostname: opts.hostname, port: opts.port, onListen() {} },
+      (req: Request, info: { remoteAddr: { hostname: string; port: number } }) =>
+        handler(req, { address: info.remoteAddr.hostname, port: info.remoteAddr.port }),
+    );
+    return {
+      hostname: opts.hostname,
+      port: server.addr.port as number,
+      async stop(graceful) {
+        if (graceful) await server.shutdown();
+        else {
+          // Deno has no "close all now": shutdown() with an already-fired abort is the nearest.
+          void server.shutdown();
+        }
+      },
+    };
+  },
+  onSignal(signal, fn) {
+    Deno.addSignalListener(signal, fn);
+  },
+  args: () => [...Deno.args],
+  exit: (code) => Deno.exit(code),
+  writeStdout(text) {
+    Deno.stdout.writeSync(encoder.encode(text));
+  },
+  rss: () => Deno.memoryUsage().rss as number,
+};

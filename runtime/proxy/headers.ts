@@ -1,0 +1,59 @@
+// Header handling on the hot path: hop-by-hop removal, forwarding headers, route mutations.
+import type { HeaderMutationConfig } from "../config/schema.ts";
+import type { HeaderList } from "../upstream/types.ts";
+
+/** RFC 9110 §7.6.1 connection-specific headers, plus the de-facto ones proxies strip. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** Names listed in a Connection header value ("close, x-foo") other than the keep-alive tokens. */
+export function connectionTokens(value: string | null): Set<string> | null {
+  if (value === null || value === "") return null;
+  let out: Set<string> | null = null;
+  for (const part of value.split(",")) {
+    const t = part.trim().toLowerCase();
+    if (t === "" || t === "close" || t === "keep-alive") continue;
+    (out ??= new Set()).add(t);
+  }
+  return out;
+}
+
+/** A route's header mutation, flattened for a fast apply. */
+export interface HeaderMutation {
+  readonly set: readonly [string, string][];
+  readonly add: readonly [string, string][];
+  /** Names removed or replaced: dropped before `set` and `add` apply. */
+  readonly drop: ReadonlySet<string>;
+}
+
+export function compileMutation(m: HeaderMutationConfig | undefined): HeaderMutation | null {
+  if (!m) return null;
+  const set = Object.entries(m.set);
+  const add = Object.entries(m.add);
+  if (set.length === 0 && add.length === 0 && m.remove.length === 0) return null;
+  return { set, add, drop: new Set([...m.remove, ...set.map(([k]) => k)]) };
+}
+
+/** Apply a mutation to a header list in place. */
+export function applyMutation(headers: HeaderList, m: HeaderMutation): HeaderList {
+  let out = headers;
+  if (m.drop.size > 0) out = headers.filter(([k]) => !m.drop.has(k));
+  for (const h of m.set) out.push([h[0], h[1]]);
+  for (const h of m.add) out.push([h[0], h[1]]);
+  return out;
+}
+
+/** First value of a header in a list, or null. */
+export function getHeader(headers: HeaderList, name: string): string | null {
+  for (let i = 0; i < headers.length; i++) if (headers[i]![0] === name) return headers[i]![1];
+  return null;
+}

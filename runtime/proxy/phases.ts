@@ -1,0 +1,407 @@
+// The request's phases, in the order they run. Each phase is a method below; read top to bottom.
+//
+//   1. downstreamChecks   header and body limits                        -> 431 / 413
+//   2. route              first matching route of the running snapshot   -> 404
+//   3. upstreamRequest    target rewrite, hop-by-hop removal, X-Forwarded-*, x-request-id, header mutations
+//   4. requestFilters     the route's WebAssembly chain: continue, respond, delay, fail
+//   5. upstreamPeer       weighted cluster, then an endpoint from its balancer    -> 503
+//   6. forward            send through the upstream client under the route timeout -> 502 / 503 / 504
+//   7. responseFilters    the chain's response phase: continue, respond, retry, fail
+//   8. downstreamResponse hop-by-hop removal, header mutations, body streamed back
+//   9. logging            access log line and metrics, when the response body ends
+//
+// Errors from any phase are ProxyErrors; `handle` turns them into the one error response shape.
+import { randomUUID } from "node:crypto";
+import { ProxyError, errorResponse, toProxyError } from "../errors.ts";
+import type { AccessLog } from "../observability/access-log.ts";
+import type { Logger } from "../observability/log.ts";
+import type { ClientInfo } from "../platform/types.ts";
+import { hashKeyOf } from "../upstream/balancers.ts";
+import type { Endpoint, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
+import type { RequestContext } from "./context.ts";
+import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader } from "./headers.ts";
+import { normalizeHost } from "./router.ts";
+import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
+import type { ProxyStats } from "./stats.ts";
+
+export interface ProxyDeps {
+  readonly client: UpstreamClient;
+  readonly stats: ProxyStats;
+  accessLog: AccessLog;
+  log: Logger;
+  /** "http" now; "https" once listeners speak TLS. */
+  scheme: string;
+}
+
+/** Per-request state that outlives the phase that made it, for logging and the balancer. */
+interface Exchange {
+  readonly startedAt: number;
+  readonly client: ClientInfo;
+  readonly method: string;
+  requestId: string;
+  target: string;
+  route: RouteRuntime | null;
+  cluster: ClusterRuntime | null;
+  endpoint: Endpoint | null;
+  bytesIn: number;
+  /** Set by the body counter when the client sends more than the limit. */
+  bodyTooLarge: boolean;
+  /** The access log line was written (a stream can end, error and be cancelled). */
+  logged: boolean;
+}
+
+const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s < 200);
+
+export class Proxy {
+  private snapshot: Snapshot;
+  private inFlight = 0;
+
+  constructor(
+    snapshot: Snapshot,
+    private readonly deps: ProxyDeps,
+  ) {
+    this.snapshot = snapshot;
+  }
+
+  /** Swap the running config. Requests already in `handle` keep the snapshot they started with. */
+  setSnapshot(s: Snapshot): void {
+    this.snapshot = s;
+  }
+
+  /** Swap the access log (config reload). */
+  setAccessLog(log: AccessLog): void {
+    this.deps.accessLog = log;
+  }
+
+  current(): Snapshot {
+    return this.snapshot;
+  }
+
+  /** Requests started and not yet finished (response body included). */
+  active(): number {
+    return this.inFlight;
+  }
+
+  /** Entry point for every downstream request. Never throws. */
+  handle = async (req: Request, client: ClientInfo): Promise<Response> => {
+    const snap = this.snapshot;
+    const url = req.url;
+    const x: Exchange = {
+      startedAt: performance.now(),
+      client,
+      method: req.method,
+      requestId: "",
+      target: url.slice(url.indexOf("/", url.indexOf("//") + 2)),
+      route: null,
+      cluster: null,
+      endpoint: null,
+      bytesIn: 0,
+      bodyTooLarge: false,
+      logged: false,
+    };
+    this.inFlight++;
+    this.deps.stats.inFlight.inc();
+    try {
+      const res = await this.run(snap, req, x);
+      return this.finish(x, res, null);
+    } catch (err) {
+      const e = x.bodyTooLarge ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes") : toProxyError(err);
+      if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
+      this.deps.stats.errors.labels(e.code).inc();
+      return this.finish(x, errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID()), e.code);
+    }
+  };
+
+  private async run(snap: Snapshot, req: Request, x: Exchange): Promise<Response> {
+    const headers = req.headers;
+    x.requestId = headers.get("x-request-id") || randomUUID();
+
+    // 1 + 3 share one pass over the headers: measure them and build the upstream list.
+    const up = this.upstreamHeaders(snap, req, x);
+
+    // 2. route
+    const qi = x.target.indexOf("?");
+    const path = qi === -1 ? x.target : x.target.slice(0, qi);
+    const matched = snap.router.match({
+      host: normalizeHost(headers.get("host") ?? ""),
+      path,
+      method: x.method,
+      header: (n) => headers.get(n),
+    });
+    if (matched === null) throw new ProxyError("downstream", "no_route", `no route for ${x.method} ${path}`);
+    const route = matched.value;
+    x.route = route;
+
+    // 1 (body). The length is known up front when the client sent Content-Length.
+    const limit = snap.config.limits.maxRequestBodyBytes;
+    const cl = headers.get("content-length");
+    const bodyLength = cl === null ? null : Number(cl);
+    if (bodyLength !== null && !(bodyLength >= 0)) throw new ProxyError("downstream", "bad_request", "invalid content-length");
+    if (limit > 0 && bodyLength !== null && bodyLength > limit) {
+      throw new ProxyError("downstream", "request_body_too_large", `request body of ${bodyLength} bytes exceeds limits.maxRequestBodyBytes (${limit})`);
+    }
+    let body = req.body;
+    if (body !== null && bodyLength === 0) body = null;
+    if (body !== null) body = this.countBody(body, x, bodyLength === null ? limit : 0);
+    x.bytesIn = bodyLength ?? 0;
+
+    // 3. upstream request
+    let target = x.target;
+    if (route.rewrite !== null) target = route.rewrite.to + path.slice(route.rewrite.from.length) + (qi === -1 ? "" : x.target.slice(qi));
+    if (target === "" || target[0] === "?") target = "/" + target;
+    let upHeaders = route.requestHeaders === null ? up : applyMutation(up, route.requestHeaders);
+
+    // 4. request filters
+    let ctx: RequestContext | null = null;
+    if (route.chain !== null) {
+      ctx = {
+        requestId: x.requestId,
+        method: x.method,
+        target,
+        headers: upHeaders,
+        clientAddress: x.client.address,
+        routeName: route.name,
+        peerIdentity: null,
+        startedAt: x.startedAt,
+      };
+      let filterBody: Uint8Array | null = null;
+      if (route.chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= route.chain.wantsBody) {
+        filterBody = new Uint8Array(await new Response(body).arrayBuffer());
+        body = filterBody.byteLength === 0 ? null : new Response(filterBody).body;
+      }
+      const out = route.chain.onRequest(ctx, filterBody);
+      if (out.kind === "respond") return new Response(out.body.byteLength === 0 ? null : out.body, { status: out.status, headers: out.headers });
+      if (out.kind === "fail") {
+        throw new ProxyError("filter", "filter_failed", `filter "${out.filter}" failed in its ${out.phase} phase: ${out.reason}`, {
+          detail: { filter: out.filter, phase: out.phase },
+        });
+      }
+      if (out.kind === "delay") await new Promise((r) => setTimeout(r, out.ms));
+      target = ctx.target;
+      upHeaders = ctx.headers;
+    }
+
+    // 5. upstream peer
+    const cluster = route.pickCluster(Math.random());
+    x.cluster = cluster;
+    const hashOn = cluster.config.lb.hashOn;
+    const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => headers.get(n), x.client.address);
+    const endpoint = cluster.balancer.pick(key, performance.now());
+    if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
+    x.endpoint = endpoint;
+
+    // 6. forward
+    const res = await this.forward(route, cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: body === null ? null : bodyLength });
+
+    // 7. response filters
+    if (route.chain !== null && route.chain.hasResponsePhase && ctx !== null) {
+      const out = route.chain.onResponse(ctx, res);
+      if (out.kind === "respond") {
+        void res.body?.cancel().catch(() => {});
+        return new Response(out.body.byteLength === 0 ? null : out.body, { status: out.status, headers: out.headers });
+      }
+      if (out.kind === "fail") {
+        void res.body?.cancel().catch(() => {});
+        throw new ProxyError("filter", "filter_failed", `filter "${out.filter}" failed in its ${out.phase} phase: ${out.reason}`, {
+          detail: { filter: out.filter, phase: out.phase },
+        });
+      }
+    }
+
+    // 8. downstream response
+    return this.downstreamResponse(route, x, res);
+  }
+
+  /** One pass over the request headers: enforce the size limit, drop hop-by-hop, add forwarding headers. */
+  private upstreamHeaders(snap: Snapshot, req: Request, x: Exchange): HeaderList {
+    const headers = req.headers;
+    const extraHop = connectionTokens(headers.get("connection"));
+    const out: HeaderList = [];
+    let bytes = x.method.length + x.target.length + 12;
+    let xff: string | null = null;
+    let hasProto = false;
+    let hasFwdHost = false;
+    let hasRequestId = false;
+    let host = "";
+    headers.forEach((value, name) => {
+      bytes += name.length + value.length + 4;
+      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) return;
+      switch (name) {
+        case "content-length": // the client sets framing from bodyLength
+        case "expect": // the listener already answered 100 Continue
+          return;
+        case "x-forwarded-for":
+          xff = value;
+          return;
+        case "x-forwarded-proto":
+          hasProto = true;
+          break;
+        case "x-forwarded-host":
+          hasFwdHost = true;
+          break;
+        case "x-request-id":
+          hasRequestId = true;
+          break;
+        case "host":
+          host = value;
+          break;
+      }
+      out.push([name, value]);
+    });
+    const limit = snap.config.limits.maxRequestHeaderBytes;
+    if (bytes > limit) {
+      throw new ProxyError("downstream", "request_headers_too_large", `request headers of ${bytes} bytes exceed limits.maxRequestHeaderBytes (${limit})`);
+    }
+    out.push(["x-forwarded-for", xff === null ? x.client.address : `${xff}, ${x.client.address}`]);
+    if (!hasProto) out.push(["x-forwarded-proto", this.deps.scheme]);
+    if (!hasFwdHost && host !== "") out.push(["x-forwarded-host", host]);
+    if (!hasRequestId) out.push(["x-request-id", x.requestId]);
+    return out;
+  }
+
+  /** Count request body bytes for the log, and stop a body of unknown length at the limit. */
+  private countBody(body: ReadableStream<Uint8Array>, x: Exchange, limit: number): ReadableStream<Uint8Array> {
+    if (limit === 0) return body; // length known from Content-Length: nothing to count
+    const reader = body.getReader();
+    let seen = 0;
+    return new ReadableStream<Uint8Array>(
+      {
+        async pull(ctrl) {
+          const { done, value } = await reader.read();
+          if (done) return ctrl.close();
+          seen += value.byteLength;
+          x.bytesIn = seen;
+          if (seen > limit) {
+            x.bodyTooLarge = true;
+            const err = new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes");
+            ctrl.error(err);
+            void reader.cancel(err).catch(() => {});
+            return;
+          }
+          ctrl.enqueue(value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  /** The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure metrics. */
+  private async forward(
+    route: RouteRuntime,
+    cluster: ClusterRuntime,
+    endpoint: Endpoint,
+    req: { method: string; target: string; headers: HeaderList; body: ReadableStream<Uint8Array> | null; bodyLength: number | null },
+  ): Promise<UpstreamResponse> {
+    const started = performance.now();
+    cluster.balancer.onStart(endpoint);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let ac: AbortController | undefined;
+    if (route.timeoutMs > 0) {
+      ac = new AbortController();
+      const c = ac;
+      timer = setTimeout(() => c.abort(), route.timeoutMs);
+    }
+    try {
+      const res = await this.deps.client.request(endpoint, req, { signal: ac?.signal, connectTimeoutMs: cluster.config.connectTimeoutMs });
+      cluster.balancer.onEnd(endpoint, performance.now() - started, performance.now(), res.status < 500);
+      return res;
+    } catch (err) {
+      cluster.balancer.onEnd(endpoint, performance.now() - started, performance.now(), false);
+      const e = toProxyError(err);
+      if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
+        this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
+      }
+      if (e.code === "upstream_timeout") {
+        throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the route timeout (${route.timeoutMs} ms)`, { cause: e });
+      }
+      throw e;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): Response {
+    const extraHop = connectionTokens(getHeader(res.headers, "connection"));
+    let headers: HeaderList = [];
+    for (const h of res.headers) {
+      if (HOP_BY_HOP.has(h[0]) || (extraHop !== null && extraHop.has(h[0]))) continue;
+      headers.push(h);
+    }
+    if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
+    const body = x.method === "HEAD" || NO_BODY_STATUS(res.status) ? null : res.body;
+    if (body === null && res.body !== null) void res.body.cancel().catch(() => {});
+    return new Response(body, { status: res.status, statusText: res.statusText, headers });
+  }
+
+  /** 9. logging: when the body has been fully sent (or failed), write the access log and metrics. */
+  private finish(x: Exchange, res: Response, error: string | null): Response {
+    const body = res.body;
+    if (body === null || error !== null) {
+      const len = error === null ? Number(res.headers.get("content-length") ?? 0) : 0;
+      this.done(x, res.status, len, error);
+      return res;
+    }
+    const reader = body.getReader();
+    let bytes = 0;
+    const self = this;
+    const status = res.status;
+    const counted = new ReadableStream<Uint8Array>(
+      {
+        async pull(ctrl) {
+          try {
+            const { done, value } = await reader.read();
+            if (done) {
+              ctrl.close();
+              self.done(x, status, bytes, null);
+              return;
+            }
+            bytes += value.byteLength;
+            ctrl.enqueue(value);
+          } catch (err) {
+            // The upstream died mid-body: abort the client stream so truncation never looks like success.
+            const code = toProxyError(err).code;
+            self.deps.stats.errors.labels(code).inc();
+            self.done(x, status, bytes, code);
+            ctrl.error(err);
+          }
+        },
+        cancel(reason) {
+          self.done(x, status, bytes, "downstream_cancelled");
+          return reader.cancel(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    return new Response(counted, { status, statusText: res.statusText, headers: res.headers });
+  }
+
+  private done(x: Exchange, status: number, bytesOut: number, error: string | null): void {
+    if (x.logged) return;
+    x.logged = true;
+    this.inFlight--;
+    const { stats, accessLog } = this.deps;
+    stats.inFlight.dec();
+    const seconds = (performance.now() - x.startedAt) / 1000;
+    const routeName = x.route?.name ?? "";
+    stats.countRequest(routeName, x.cluster?.name ?? "", status);
+    stats.observeDuration(routeName, seconds);
+    accessLog.write({
+      time: new Date().toISOString(),
+      requestId: x.requestId,
+      method: x.method,
+      path: x.target,
+      status,
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+      route: x.route?.name ?? null,
+      cluster: x.cluster?.name ?? null,
+      upstream: x.endpoint?.key ?? null,
+      bytesIn: x.bytesIn,
+      bytesOut,
+      client: x.client.address,
+      error,
+    });
+  }
+}

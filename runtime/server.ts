@@ -1,0 +1,230 @@
+// The running proxy: holds the config, its listeners and the admin API; reloads atomically; drains on stop.
+import { readFile } from "node:fs/promises";
+import { Hono } from "hono";
+import { createAdminApp } from "./admin/app.ts";
+import { parseConfig, type LoadResult } from "./config/load.ts";
+import type { Config } from "./config/schema.ts";
+import { createAccessLog, disabledAccessLog, type AccessLog } from "./observability/access-log.ts";
+import type { Logger } from "./observability/log.ts";
+import { Registry } from "./observability/metrics.ts";
+import { platform, type Server } from "./platform/index.ts";
+import { Proxy } from "./proxy/phases.ts";
+import { buildSnapshot, type Snapshot } from "./proxy/snapshot.ts";
+import { ProxyStats } from "./proxy/stats.ts";
+import { createHttp1Client } from "./upstream/http1/index.ts";
+import type { UpstreamClient } from "./upstream/types.ts";
+import type { FilterHost } from "./wasm/types.ts";
+
+export type ApplyResult = { ok: true; version: number } | { ok: false; errors: string[] };
+
+export interface MeshProxyOptions {
+  log: Logger;
+  /** Makes the filter host once the registry exists; omitted = no filters supported. */
+  filterHost?: (metrics: Registry) => FilterHost;
+  /** Override listener ports (tests use 0). */
+  client?: UpstreamClient;
+}
+
+interface RunningListener {
+  key: string;
+  server: Server;
+}
+
+export class MeshProxy {
+  readonly registry = new Registry();
+  readonly stats = new ProxyStats(this.registry);
+  private readonly log: Logger;
+  private readonly client: UpstreamClient;
+  private readonly filters: FilterHost | null;
+  private proxy: Proxy | null = null;
+  private listeners: RunningListener[] = [];
+  private admin: Server | null = null;
+  private accessLog: AccessLog = disabledAccessLog;
+  private version = 0;
+  private draining = false;
+  /** Serialises reloads: one applies at a time, in arrival order. */
+  private applying: Promise<unknown> = Promise.resolve();
+  private configPath: string | null = null;
+
+  constructor(opts: MeshProxyOptions) {
+    this.log = opts.log;
+    this.client = opts.client ?? createHttp1Client();
+    this.filters = opts.filterHost ? opts.filterHost(this.registry) : null;
+  }
+
+  /** Load the config file and start serving. Throws ConfigStartError with every problem found. */
+  async startFromFile(path: string): Promise<void> {
+    this.configPath = path;
+    const text = await readFile(path, "utf8");
+    await this.startFromText(text, path);
+  }
+
+  async startFromText(text: string, source: string): Promise<void> {
+    const r = await this.apply(parseConfig(text), source);
+    if (!r.ok) throw new ConfigStartError(source, r.errors);
+  }
+
+  /** Re-read the config file (SIGHUP, POST /reload). A bad file leaves everything as it was. */
+  reload(): Promise<ApplyResult> {
+    if (this.configPath === null) return Promise.resolve({ ok: false, errors: ["(reload): this proxy was not started from a file; PUT /config instead"] });
+    const path = this.configPath;
+    return this.serialise(async () => {
+      let text: string;
+      try {
+        text = await readFile(path, "utf8");
+      } catch (err) {
+        return { ok: false, errors: [`(file): cannot read ${path}: ${(err as Error).message}`] };
+      }
+      return this.applyNow(parseConfig(text), path);
+    });
+  }
+
+  /** Replace the config with text from the admin API or a control plane. */
+  replace(text: string, source: string): Promise<ApplyResult> {
+    return this.serialise(() => this.applyNow(parseConfig(text), source));
+  }
+
+  private apply(parsed: LoadResult, source: string): Promise<ApplyResult> {
+    return this.serialise(() => this.applyNow(parsed, source));
+  }
+
+  private serialise(fn: () => Promise<ApplyResult>): Promise<ApplyResult> {
+    const next = this.applying.then(fn, fn);
+    this.applying = next.catch(() => {});
+    return next;
+  }
+
+  private async applyNow(parsed: LoadResult, source: string): Promise<ApplyResult> {
+    const first = this.proxy === null;
+    const result = await this.applyConfig(parsed, source);
+    if (!first) {
+      this.stats.reloads.labels(result.ok ? "ok" : "rejected").inc();
+      if (result.ok) this.log.info("config applied", { version: result.version, source });
+      else this.log.warn("config rejected; the running config is unchanged", { source, errors: result.errors });
+    }
+    return result;
+  }
+
+  private async applyConfig(parsed: LoadResult, source: string): Promise<ApplyResult> {
+    if (!parsed.ok) return parsed;
+    const config = parsed.config;
+    if (this.draining) return { ok: false, errors: ["(reload): the proxy is shutting down"] };
+
+    // Filters first: compiling modules is the slow, fallible part, and it changes nothing yet.
+    if (this.filters) {
+      const errors = await this.filters.applyConfig(config);
+      if (errors.length > 0) return { ok: false, errors };
+    } else if (config.routes.some((r) => r.filters.length > 0)) {
+      return { ok: false, errors: ["routes: filters are configured but this proxy has no filter host"] };
+    }
+
+    // Listeners: bind the new ones before anything switches, so a busy port rejects the whole config.
+    const wanted = new Map(config.listeners.map((l) => [`${l.address}:${l.port}`, l]));
+    const started: RunningListener[] = [];
+    const handler = this.dataPlaneHandler();
+    for (const [key, l] of wanted) {
+      if (this.listeners.some((r) => r.key === key)) continue;
+      try {
+        const server = platform.serve({ hostname: l.address, port: l.port, handler });
+        started.push({ key, server });
+      } catch (err) {
+        for (const s of started) void s.server.stop(false);
+        const i = config.listeners.indexOf(l);
+        return { ok: false, errors: [`listeners[${i}]: cannot listen on ${key}: ${(err as Error).message}`] };
+      }
+    }
+
+    // Commit: one reference swap. In-flight requests finish on the snapshot they hold.
+    const previous = this.proxy?.current();
+    this.version++;
+    const snapshot = buildSnapshot(config, { version: this.version, source }, (route) => this.filters?.chain(route) ?? null, previous);
+    this.swapAccessLog(config);
+    if (this.proxy === null) {
+      this.proxy = new Proxy(snapshot, { client: this.client, stats: this.stats, accessLog: this.accessLog, log: this.log, scheme: "http" });
+    } else {
+      this.proxy.setSnapshot(snapshot);
+    }
+    this.stats.configVersion.set(this.version);
+
+    const removed = this.listeners.filter((r) => !wanted.has(r.key));
+    this.listeners = [...this.listeners.filter((r) => wanted.has(r.key)), ...started];
+    for (const r of removed) void r.server.stop(true);
+    for (const s of started) this.log.info("listening", { address: s.server.hostname, port: s.server.port });
+
+    if (this.admin === null && config.admin.enabled) {
+      this.admin = this.startAdmin(config);
+    } else if (previous && JSON.stringify(previous.config.admin) !== JSON.stringify(config.admin)) {
+      this.log.warn("admin listener settings changed; they apply at the next restart");
+    }
+    return { ok: true, version: this.version };
+  }
+
+  private swapAccessLog(config: Config): void {
+    const previous = this.accessLog;
+    this.accessLog = config.accessLog.enabled ? createAccessLog(config.accessLog.path, (s) => platform.writeStdout(s)) : disabledAccessLog;
+    previous.flush();
+    this.proxy?.setAccessLog(this.accessLog);
+  }
+
+  /** The data plane: a Hono app with one catch-all handler running the request phases. */
+  private dataPlaneHandler() {
+    const app = new Hono<{ Bindings: { client: { address: string; port: number } } }>();
+    app.all("*", (c) => this.proxy!.handle(c.req.raw, c.env.client));
+    return (req: Request, client: { address: string; port: number }) => app.fetch(req, { client });
+  }
+
+  private startAdmin(config: Config): Server {
+    const app = createAdminApp({
+      ready: () => !this.draining && this.proxy !== null,
+      config: () => {
+        const s = this.proxy!.current();
+        return { version: s.version, source: s.source, loadedAt: s.loadedAt, runtime: `${platform.name} ${platform.version}`, config: s.config };
+      },
+      metrics: () => {
+        this.stats.inFlight.set(this.proxy?.active() ?? 0);
+        return this.registry.render();
+      },
+      reload: () => this.reload(),
+      replace: (text) => this.replace(text, "admin"),
+      loadFilter: async (name, bytes, sha) => {
+        if (!this.filters) return { ok: false, error: "this proxy has no filter host" };
+        return this.filters.loadModule(name, bytes, sha ?? undefined);
+      },
+    });
+    const server = platform.serve({ hostname: config.admin.address, port: config.admin.port, handler: (req) => app.fetch(req) });
+    this.log.info("admin listening", { address: config.admin.address, port: server.port });
+    return server;
+  }
+
+  /** Ports actually bound (tests listen on port 0). */
+  ports(): { listeners: number[]; admin: number | null } {
+    return { listeners: this.listeners.map((l) => l.server.port), admin: this.admin?.port ?? null };
+  }
+
+  /**
+   * Graceful stop: refuse new connections, let in-flight requests finish for up to `drainMs`, then
+   * close whatever is left. /ready answers 503 from the start so load balancers stop sending.
+   */
+  async shutdown(drainMs: number = this.proxy?.current().config.drainTimeoutMs ?? 0): Promise<{ drained: boolean }> {
+    this.draining = true;
+    const graceful = Promise.all(this.listeners.map((l) => l.server.stop(true)));
+    const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), drainMs));
+    const outcome = await Promise.race([graceful.then(() => "drained" as const), deadline]);
+    if (outcome === "timeout") await Promise.all(this.listeners.map((l) => l.server.stop(false)));
+    this.accessLog.flush();
+    await this.admin?.stop(false);
+    this.filters?.close();
+    this.client.close();
+    return { drained: outcome === "drained" };
+  }
+}
+
+export class ConfigStartError extends Error {
+  constructor(
+    readonly source: string,
+    readonly errors: string[],
+  ) {
+    super(`invalid config ${source}:\n  ${errors.join("\n  ")}`);
+    this.name = "ConfigStartError";
+  }
+}
