@@ -1,0 +1,263 @@
+// Proxying done right: headers, bodies, paths, streaming, reuse — through real sockets.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { echoUpstream, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+
+type Echo = { method: string; target: string; headers: [string, string][]; body: string };
+const header = (e: Echo, name: string) => e.headers.filter(([k]) => k === name).map(([, v]) => v);
+
+describe("proxying", () => {
+  const echo = echoUpstream();
+  let p: InProcessProxy;
+  beforeAll(async () => {
+    p = await startInProcess(simpleConfig(echo.port));
+  });
+  afterAll(async () => {
+    await p.stop();
+    echo.stop();
+  });
+
+  test("forwards method, path, query and body to the upstream", async () => {
+    const res = await fetch(`${p.url}/items/7?x=1`, { method: "POST", body: "hello", headers: { "content-type": "text/plain" } });
+    expect(res.status).toBe(200);
+    const e = (await res.json()) as Echo;
+    expect(e.method).toBe("POST");
+    expect(e.target).toBe("/items/7?x=1");
+    expect(e.body).toBe("hello");
+    expect(header(e, "content-type")).toEqual(["text/plain"]);
+  });
+
+  test("removes hop-by-hop request headers, including those named in Connection", async () => {
+    const raw = await rawRequest(
+      p.port,
+      "GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nX-Kept: k\r\n\r\n",
+    );
+    const e = JSON.parse(raw.slice(raw.indexOf("\r\n\r\n") + 4)) as Echo;
+    const names = e.headers.map(([k]) => k);
+    for (const h of ["x-secret", "keep-alive", "te", "proxy-authorization"]) expect(names).not.toContain(h);
+    expect(header(e, "x-kept")).toEqual(["k"]);
+  });
+
+  test("sets X-Forwarded-For/-Proto/-Host and appends to an existing X-Forwarded-For", async () => {
+    let e = (await (await fetch(`${p.url}/x`, { headers: { host: "shop.test:8080" } })).json()) as Echo;
+    expect(header(e, "x-forwarded-for")).toEqual(["127.0.0.1"]);
+    expect(header(e, "x-forwarded-proto")).toEqual(["http"]);
+    expect(header(e, "x-forwarded-host")).toEqual(["shop.test:8080"]);
+    e = (await (await fetch(`${p.url}/x`, { headers: { "x-forwarded-for": "203.0.113.9" } })).json()) as Echo;
+    expect(header(e, "x-forwarded-for")).toEqual(["203.0.113.9, 127.0.0.1"]);
+  });
+
+  test("generates an x-request-id when absent and keeps the client's when present", async () => {
+    let e = (await (await fetch(`${p.url}/x`)).json()) as Echo;
+    const [id] = header(e, "x-request-id");
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    e = (await (await fetch(`${p.url}/x`, { headers: { "x-request-id": "abc-123" } })).json()) as Echo;
+    expect(header(e, "x-request-id")).toEqual(["abc-123"]);
+  });
+
+  test("passes path and query byte for byte: %2F, %20, +, repeated keys, empty values", async () => {
+    const seen: string[] = [];
+    const up = await rawUpstream((s) => {
+      s.once("data", (d) => {
+        seen.push(d.toString("latin1").split("\r\n")[0]!);
+        s.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+      });
+    });
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const target = "/a%2Fb/c%20d+e/%7E?q=a+b&q=&q=%2F%26&empty=&flag&x=%zz";
+      const raw = await rawRequest(q.port, `GET ${target} HTTP/1.1\r\nHost: t\r\n\r\n`);
+      expect(raw.startsWith("HTTP/1.1 200")).toBe(true);
+      expect(seen).toEqual([`GET ${target} HTTP/1.1`]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("returns several Set-Cookie headers as several headers", async () => {
+    const up = upstream(() => new Response("ok", { headers: [["set-cookie", "a=1; Path=/"], ["set-cookie", "b=2, c; HttpOnly"], ["set-cookie", "d=4"]] }));
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+      const cookies = raw.split("\r\n").filter((l) => l.toLowerCase().startsWith("set-cookie:"));
+      expect(cookies.map((l) => l.slice(l.indexOf(":") + 1).trim())).toEqual(["a=1; Path=/", "b=2, c; HttpOnly", "d=4"]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("removes hop-by-hop response headers, including those named in Connection", async () => {
+    const up = await rawUpstream((s) => {
+      s.once("data", () => {
+        s.write("HTTP/1.1 200 OK\r\nConnection: x-internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nX-Public: 2\r\nContent-Length: 2\r\n\r\nok");
+      });
+    });
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const res = await fetch(`${q.url}/`);
+      expect(await res.text()).toBe("ok");
+      expect(res.headers.get("x-internal")).toBeNull();
+      expect(res.headers.get("keep-alive")).toBeNull();
+      expect(res.headers.get("x-public")).toBe("2");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("HEAD, 204 and 304 responses carry no body", async () => {
+    const up = await rawUpstream((s) => {
+      let buf = "";
+      s.on("data", (d) => {
+        buf += d.toString("latin1");
+        let i: number;
+        while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
+          const line = buf.slice(0, buf.indexOf("\r\n"));
+          buf = buf.slice(i + 4);
+          if (line.startsWith("HEAD")) s.write("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Kind: head\r\n\r\n");
+          else if (line.includes("/204")) s.write("HTTP/1.1 204 No Content\r\nX-Kind: 204\r\n\r\n");
+          else s.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n');
+        }
+      });
+    });
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      for (const [req, kind] of [
+        ["HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n", "200"],
+        ["GET /204 HTTP/1.1\r\nHost: t\r\n\r\n", "204"],
+        ['GET /304 HTTP/1.1\r\nHost: t\r\nIf-None-Match: "v1"\r\n\r\n', "304"],
+      ] as const) {
+        const raw = await rawRequest(q.port, req, 300);
+        expect(raw.slice(9, 12)).toBe(kind);
+        expect(raw.endsWith("\r\n\r\n")).toBe(true); // nothing after the head
+        if (kind === "200") expect(raw.toLowerCase()).toContain("content-length: 1234");
+      }
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("Expect: 100-continue gets an interim 100 and the body reaches the upstream", async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(p.port, "127.0.0.1", () => {
+        s.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+      });
+      let out = "";
+      let sentBody = false;
+      s.on("data", (d) => {
+        out += d.toString("latin1");
+        if (!sentBody && out.startsWith("HTTP/1.1 100")) {
+          sentBody = true;
+          s.write("hello");
+        }
+        if (out.includes('"body":"hello"')) {
+          s.destroy();
+          resolve(out);
+        }
+      });
+      s.on("error", reject);
+      setTimeout(() => resolve(out), 3000);
+    });
+    expect(raw.startsWith("HTTP/1.1 100 Continue\r\n\r\n")).toBe(true);
+    expect(raw).toContain("HTTP/1.1 200");
+    expect(raw).toContain('"body":"hello"');
+  });
+
+  test("reuses upstream connections across requests", async () => {
+    let connections = 0;
+    const up = await rawUpstream((s) => {
+      connections++;
+      let buf = "";
+      s.on("data", (d) => {
+        buf += d.toString("latin1");
+        let i: number;
+        while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
+          buf = buf.slice(i + 4);
+          s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+      });
+    });
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      for (let i = 0; i < 20; i++) expect(await (await fetch(`${q.url}/${i}`)).text()).toBe("ok");
+      expect(connections).toBe(1);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+});
+
+describe("streaming", () => {
+  test("streams a response body: the client reads the first chunk before the upstream sends the rest", async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const up = upstream(
+      () =>
+        new Response(
+          new ReadableStream({
+            async start(c) {
+              c.enqueue(new TextEncoder().encode("first|"));
+              await released; // only sent once the client proved it got the first chunk
+              c.enqueue(new TextEncoder().encode("second"));
+              c.close();
+            },
+          }),
+        ),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const res = await fetch(`${q.url}/`);
+      const reader = res.body!.getReader();
+      const first = await Promise.race([reader.read(), sleep(3000).then(() => null)]);
+      expect(first).not.toBeNull(); // a buffering proxy would wait for "second" forever
+      expect(new TextDecoder().decode(first!.value)).toBe("first|");
+      release();
+      let rest = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        rest += new TextDecoder().decode(value);
+      }
+      expect(rest).toBe("second");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("streams a request body: the upstream sees the first chunk before the client sends the rest", async () => {
+    let gotFirst!: () => void;
+    const firstSeen = new Promise<void>((r) => (gotFirst = r));
+    const up = upstream(async (req) => {
+      const reader = req.body!.getReader();
+      let text = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+        if (text.includes("first|")) gotFirst();
+      }
+      return new Response(text);
+    });
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const body = new ReadableStream({
+        async start(c) {
+          c.enqueue(new TextEncoder().encode("first|"));
+          const ok = await Promise.race([firstSeen.then(() => true), sleep(3000).then(() => false)]);
+          c.enqueue(new TextEncoder().encode(ok ? "second" : "TIMEOUT"));
+          c.close();
+        },
+      });
+      const res = await fetch(`${q.url}/up`, { method: "POST", body, duplex: "half" } as RequestInit);
+      expect(await res.text()).toBe("first|second");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+});
