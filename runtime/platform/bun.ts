@@ -3,7 +3,9 @@ import type { Platform, Server, ServeOptions } from "./types.ts";
 
 export const bunPlatform: Platform = {
   name: "bun",
-  version: Bun.version,
+  get version() {
+    return Bun.version;
+  },
   serve(opts: ServeOptions): Server {
     const handler = opts.handler;
     const server = Bun.serve({
