@@ -5,7 +5,6 @@ import { fileURLToPath } from "node:url";
 import { createLogger } from "./observability/log.ts";
 import { platform } from "./platform/index.ts";
 import { ConfigStartError, MeshProxy } from "./server.ts";
-import { createFilterHost } from "./wasm/host.ts";
 
 const configPath = fileURLToPath(new URL("../examples/demo.yaml", import.meta.url));
 const DEMO_CONFIG = readFileSync(configPath, "utf8");
@@ -29,7 +28,13 @@ demoService("api-v1", 9201);
 demoService("api-v2", 9202);
 
 const log = createLogger();
-const proxy = new MeshProxy({ log, filterHost: (metrics) => createFilterHost({ log: log.child({ component: "filters" }), metrics, configDir: process.cwd() }) });
+const proxy = new MeshProxy({
+  log,
+  filterHost: async (metrics) => {
+    const { createFilterHost } = await import("./wasm/host.ts");
+    return createFilterHost({ log: log.child({ component: "filters" }), metrics, configDir: process.cwd() });
+  },
+});
 try {
   await proxy.startFromFile(configPath);
 } catch (err) {

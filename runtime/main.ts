@@ -4,7 +4,6 @@ import { platform } from "./platform/index.ts";
 import { ConfigStartError, MeshProxy } from "./server.ts";
 import { parseConfig } from "./config/load.ts";
 import { readFileSync } from "node:fs";
-import { createFilterHost } from "./wasm/host.ts";
 import { dirname, resolve } from "node:path";
 
 const USAGE = `usage: main.ts --config FILE [--check]
@@ -58,7 +57,10 @@ async function main(): Promise<void> {
   const log = createLogger();
   const proxy = new MeshProxy({
     log,
-    filterHost: (metrics) => createFilterHost({ filterDir: undefined, configDir: dirname(path), log: log.child({ component: "filters" }), metrics }),
+    filterHost: async (metrics) => {
+      const { createFilterHost } = await import("./wasm/host.ts");
+      return createFilterHost({ configDir: dirname(path), log: log.child({ component: "filters" }), metrics });
+    },
   });
   try {
     await proxy.startFromFile(path);

@@ -19,8 +19,12 @@ export type ApplyResult = { ok: true; version: number } | { ok: false; errors: s
 
 export interface MeshProxyOptions {
   log: Logger;
-  /** Makes the filter host once the registry exists; omitted = no filters supported. */
-  filterHost?: (metrics: Registry) => FilterHost;
+  /**
+   * Makes the filter host, the first time a config uses filters (or a module is uploaded): the
+   * WebAssembly machinery costs memory and startup time a proxy without filters should not pay.
+   * Omitted = filters are not supported.
+   */
+  filterHost?: (metrics: Registry) => Promise<FilterHost>;
   /** Override listener ports (tests use 0). */
   client?: UpstreamClient;
 }
@@ -35,7 +39,8 @@ export class MeshProxy {
   readonly stats = new ProxyStats(this.registry);
   private readonly log: Logger;
   private readonly client: UpstreamClient;
-  private readonly filters: FilterHost | null;
+  private readonly makeFilterHost: ((metrics: Registry) => Promise<FilterHost>) | null;
+  private filters: FilterHost | null = null;
   private proxy: Proxy | null = null;
   private listeners: RunningListener[] = [];
   private admin: Server | null = null;
@@ -49,7 +54,12 @@ export class MeshProxy {
   constructor(opts: MeshProxyOptions) {
     this.log = opts.log;
     this.client = opts.client ?? createHttp1Client();
-    this.filters = opts.filterHost ? opts.filterHost(this.registry) : null;
+    this.makeFilterHost = opts.filterHost ?? null;
+  }
+
+  private async filterHost(): Promise<FilterHost | null> {
+    if (this.filters === null && this.makeFilterHost !== null) this.filters = await this.makeFilterHost(this.registry);
+    return this.filters;
   }
 
   /** Load the config file and start serving. Throws ConfigStartError with every problem found. */
@@ -110,28 +120,37 @@ export class MeshProxy {
     const config = parsed.config;
     if (this.draining) return { ok: false, errors: ["(reload): the proxy is shutting down"] };
 
-    // Filters first: compiling modules is the slow, fallible part, and it changes nothing yet.
-    if (this.filters) {
-      const errors = await this.filters.applyConfig(config);
-      if (errors.length > 0) return { ok: false, errors };
-    } else if (config.routes.some((r) => r.filters.length > 0)) {
-      return { ok: false, errors: ["routes: filters are configured but this proxy has no filter host"] };
-    }
-
     // Listeners: bind the new ones before anything switches, so a busy port rejects the whole config.
     const wanted = new Map(config.listeners.map((l) => [`${l.address}:${l.port}`, l]));
     const started: RunningListener[] = [];
     const handler = this.dataPlaneHandler();
+    const unbind = () => {
+      for (const s of started) void s.server.stop(false);
+    };
     for (const [key, l] of wanted) {
       if (this.listeners.some((r) => r.key === key)) continue;
       try {
         const server = platform.serve({ hostname: l.address, port: l.port, handler });
         started.push({ key, server });
       } catch (err) {
-        for (const s of started) void s.server.stop(false);
+        unbind();
         const i = config.listeners.indexOf(l);
         return { ok: false, errors: [`listeners[${i}]: cannot listen on ${key}: ${(err as Error).message}`] };
       }
+    }
+
+    // Filters: compiling modules is the slow, fallible part; the host changes nothing unless all succeed.
+    const usesFilters = config.filterDir !== undefined || config.routes.some((r) => r.filters.length > 0);
+    const host = usesFilters || this.filters !== null ? await this.filterHost() : null;
+    if (host !== null) {
+      const errors = await host.applyConfig(config);
+      if (errors.length > 0) {
+        unbind();
+        return { ok: false, errors };
+      }
+    } else if (usesFilters) {
+      unbind();
+      return { ok: false, errors: ["routes: filters are configured but this proxy has no filter host"] };
     }
 
     // Commit: one reference swap. In-flight requests finish on the snapshot they hold.
@@ -187,8 +206,9 @@ export class MeshProxy {
       reload: () => this.reload(),
       replace: (text) => this.replace(text, "admin"),
       loadFilter: async (name, bytes, sha) => {
-        if (!this.filters) return { ok: false, error: "this proxy has no filter host" };
-        return this.filters.loadModule(name, bytes, sha ?? undefined);
+        const host = await this.filterHost();
+        if (host === null) return { ok: false, error: "this proxy has no filter host" };
+        return host.loadModule(name, bytes, sha ?? undefined);
       },
     });
     const server = platform.serve({ hostname: config.admin.address, port: config.admin.port, handler: (req) => app.fetch(req) });
@@ -213,7 +233,7 @@ export class MeshProxy {
     if (outcome === "timeout") await Promise.all(this.listeners.map((l) => l.server.stop(false)));
     this.accessLog.flush();
     await this.admin?.stop(false);
-    this.filters?.close();
+    await this.filters?.close();
     this.client.close();
     return { drained: outcome === "drained" };
   }
