@@ -15,7 +15,8 @@ function run(cmd: string, args: string[]): string {
   process.stdout.write(r.stdout ?? "");
   process.stderr.write(r.stderr ?? "");
   if (r.status !== 0) broken = true;
-  return `${r.stdout ?? ""}\n${r.stderr ?? ""}`;
+  // Runners may colour their summary even when asked not to: read it without escape codes.
+  return `${r.stdout ?? ""}\n${r.stderr ?? ""}`.replace(/\x1b\[[0-9;]*m/g, "");
 }
 
 // 1. Build every filter so the suites test the real .wasm files.
