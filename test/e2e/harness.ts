@@ -41,10 +41,21 @@ export interface InProcessProxy {
   stop(): Promise<void>;
 }
 
-/** The proxy in this process: fast to start, for behaviour that needs no signals or exit codes. */
-export async function startInProcess(yaml: string): Promise<InProcessProxy> {
-  const lines: string[] = [];
-  const proxy = new MeshProxy({ log: createLogger({ level: "warn", sink: (l) => lines.push(l) }) });
+/**
+ * The proxy in this process: fast to start, for behaviour that needs no signals or exit codes.
+ * Filters resolve `filterDir` against the repository root (so `filterDir: filters/dist` finds the
+ * modules `npm run build:filters` wrote).
+ */
+export async function startInProcess(yaml: string, opts: { logs?: string[] } = {}): Promise<InProcessProxy> {
+  const lines = opts.logs ?? [];
+  const log = createLogger({ level: "warn", sink: (l) => lines.push(l) });
+  const proxy = new MeshProxy({
+    log,
+    filterHost: async (metrics) => {
+      const { createFilterHost } = await import("../../runtime/wasm/host.ts");
+      return createFilterHost({ configDir: ROOT, log, metrics, watch: false });
+    },
+  });
   await proxy.startFromText(yaml, "test");
   const ports = proxy.ports();
   return {
