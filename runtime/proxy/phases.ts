@@ -52,6 +52,23 @@ interface Exchange {
 
 const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s < 200);
 
+/** Upper bound on upstream attempts per request, whatever a filter asks: protects against a buggy retry filter. */
+export const MAX_ATTEMPTS = 10;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A filter answered the request itself. */
+async function filterResponse(out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): Promise<Response> {
+  if (out.delayMs !== undefined && out.delayMs > 0) await sleep(out.delayMs);
+  return new Response(out.body.byteLength === 0 ? null : (out.body as Uint8Array<ArrayBuffer>), { status: out.status, headers: out.headers });
+}
+
+function filterFailure(out: { filter: string; phase: string; reason: string }): ProxyError {
+  return new ProxyError("filter", "filter_failed", `filter "${out.filter}" failed in its ${out.phase} phase: ${out.reason}`, {
+    detail: { filter: out.filter, phase: out.phase },
+  });
+}
+
 export class Proxy {
   private snapshot: Snapshot;
   private inFlight = 0;
@@ -140,7 +157,7 @@ export class Proxy {
     if (limit > 0 && bodyLength !== null && bodyLength > limit) {
       throw new ProxyError("downstream", "request_body_too_large", `request body of ${bodyLength} bytes exceeds limits.maxRequestBodyBytes (${limit})`);
     }
-    let body = req.body;
+    let body: ReadableStream<Uint8Array> | null = req.body;
     if (body !== null && bodyLength === 0) body = null;
     if (body !== null) body = this.countBody(body, x, bodyLength === null ? limit : 0);
     x.bytesIn = bodyLength ?? 0;
@@ -152,8 +169,14 @@ export class Proxy {
     let upHeaders = route.requestHeaders === null ? up : applyMutation(up, route.requestHeaders);
 
     // 4. request filters
+    const chain = route.chain;
     let ctx: RequestContext | null = null;
-    if (route.chain !== null) {
+    let replayBody: Uint8Array | null = null;
+    if (chain !== null) {
+      if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
+        replayBody = new Uint8Array(await new Response(body).arrayBuffer());
+        body = null;
+      }
       ctx = {
         requestId: x.requestId,
         method: x.method,
@@ -163,53 +186,74 @@ export class Proxy {
         routeName: route.name,
         peerIdentity: null,
         startedAt: x.startedAt,
+        perTryTimeoutMs: 0,
+        attempt: 1,
+        upstreamError: null,
+        replayable: body === null,
       };
-      let filterBody: Uint8Array | null = null;
-      if (route.chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= route.chain.wantsBody) {
-        filterBody = new Uint8Array(await new Response(body).arrayBuffer());
-        body = filterBody.byteLength === 0 ? null : new Response(filterBody).body;
-      }
-      const out = route.chain.onRequest(ctx, filterBody);
-      if (out.kind === "respond") return new Response(out.body.byteLength === 0 ? null : out.body, { status: out.status, headers: out.headers });
-      if (out.kind === "fail") {
-        throw new ProxyError("filter", "filter_failed", `filter "${out.filter}" failed in its ${out.phase} phase: ${out.reason}`, {
-          detail: { filter: out.filter, phase: out.phase },
-        });
-      }
-      if (out.kind === "delay") await new Promise((r) => setTimeout(r, out.ms));
-      target = ctx.target;
-      upHeaders = ctx.headers;
+      const out = chain.onRequest(ctx, replayBody);
+      if (out.kind === "respond") return filterResponse(out);
+      if (out.kind === "fail") throw filterFailure(out);
+      if (out.kind === "delay") await sleep(out.ms);
     }
 
-    // 5. upstream peer
-    const cluster = route.pickCluster(Math.random());
-    x.cluster = cluster;
-    const hashOn = cluster.config.lb.hashOn;
-    const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => headers.get(n), x.client.address);
-    const endpoint = cluster.balancer.pick(key, performance.now());
-    if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
-    x.endpoint = endpoint;
-
-    // 6. forward
-    const res = await this.forward(route, cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: body === null ? null : bodyLength });
-
-    // 7. response filters
-    if (route.chain !== null && route.chain.hasResponsePhase && ctx !== null) {
-      const out = route.chain.onResponse(ctx, res);
-      if (out.kind === "respond") {
-        void res.body?.cancel().catch(() => {});
-        return new Response(out.body.byteLength === 0 ? null : out.body, { status: out.status, headers: out.headers });
+    // 5-7, once per attempt: pick an endpoint, forward, run the response filters. A response filter
+    // (the retry filter) may ask for another attempt when the request body can be sent again.
+    const deadline = route.timeoutMs > 0 ? x.startedAt + route.timeoutMs : Infinity;
+    for (;;) {
+      if (ctx !== null) {
+        target = ctx.target;
+        upHeaders = ctx.headers;
+        if (replayBody !== null) body = replayBody.byteLength === 0 ? null : new Response(replayBody as Uint8Array<ArrayBuffer>).body;
       }
-      if (out.kind === "fail") {
-        void res.body?.cancel().catch(() => {});
-        throw new ProxyError("filter", "filter_failed", `filter "${out.filter}" failed in its ${out.phase} phase: ${out.reason}`, {
-          detail: { filter: out.filter, phase: out.phase },
-        });
+
+      // 5. upstream peer
+      const cluster = route.pickCluster(Math.random());
+      x.cluster = cluster;
+      const hashOn = cluster.config.lb.hashOn;
+      const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => headers.get(n), x.client.address);
+      const endpoint = cluster.balancer.pick(key, performance.now());
+      if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
+      x.endpoint = endpoint;
+
+      // 6. forward, under the per-try timeout and what is left of the route's
+      const perTry = ctx !== null && ctx.perTryTimeoutMs > 0 ? ctx.perTryTimeoutMs : Infinity;
+      const left = deadline - performance.now();
+      const timeoutMs = Math.min(perTry, left);
+      let res: UpstreamResponse | null = null;
+      let failure: ProxyError | null = null;
+      try {
+        if (timeoutMs <= 0) throw new ProxyError("upstream", "upstream_timeout", `the route timeout (${route.timeoutMs} ms) elapsed before attempt ${ctx?.attempt ?? 1}`);
+        const reqLength = body === null ? null : replayBody !== null ? replayBody.byteLength : bodyLength;
+        res = await this.forward(cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength }, timeoutMs, perTry <= left ? "per-try" : "route");
+      } catch (err) {
+        failure = toProxyError(err);
+        if (failure.source !== "upstream" || x.bodyTooLarge) throw failure;
       }
+
+      // 7. response filters
+      if (chain === null || !chain.hasResponsePhase || ctx === null) {
+        if (failure !== null) throw failure;
+        return this.downstreamResponse(route, x, res!);
+      }
+      ctx.upstreamError = failure?.code ?? null;
+      const view = res ?? { status: failure!.status, statusText: "", headers: [["x-mesh-error", failure!.code]] as HeaderList, body: null };
+      const out = chain.onResponse(ctx, view);
+      if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && deadline - performance.now() > out.delayMs) {
+        if (res?.body) void res.body.cancel().catch(() => {});
+        if (out.delayMs > 0) await sleep(out.delayMs);
+        ctx.attempt++;
+        continue;
+      }
+      if (out.kind === "respond" || out.kind === "fail") {
+        if (res?.body) void res.body.cancel().catch(() => {});
+        if (out.kind === "fail") throw filterFailure(out);
+        return filterResponse(out);
+      }
+      if (failure !== null) throw failure;
+      // 8. downstream response
+      return this.downstreamResponse(route, x, res!);
     }
-
-    // 8. downstream response
-    return this.downstreamResponse(route, x, res);
   }
 
   /** One pass over the request headers: enforce the size limit, drop hop-by-hop, add forwarding headers. */
@@ -290,19 +334,20 @@ export class Proxy {
 
   /** The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure metrics. */
   private async forward(
-    route: RouteRuntime,
     cluster: ClusterRuntime,
     endpoint: Endpoint,
     req: { method: string; target: string; headers: HeaderList; body: ReadableStream<Uint8Array> | null; bodyLength: number | null },
+    timeoutMs: number,
+    timeoutKind: "per-try" | "route",
   ): Promise<UpstreamResponse> {
     const started = performance.now();
     cluster.balancer.onStart(endpoint);
     let timer: ReturnType<typeof setTimeout> | undefined;
     let ac: AbortController | undefined;
-    if (route.timeoutMs > 0) {
+    if (timeoutMs !== Infinity) {
       ac = new AbortController();
       const c = ac;
-      timer = setTimeout(() => c.abort(), route.timeoutMs);
+      timer = setTimeout(() => c.abort(), timeoutMs);
     }
     try {
       const res = await this.deps.client.request(endpoint, req, { signal: ac?.signal, connectTimeoutMs: cluster.config.connectTimeoutMs });
@@ -315,7 +360,7 @@ export class Proxy {
         this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
       }
       if (e.code === "upstream_timeout") {
-        throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the route timeout (${route.timeoutMs} ms)`, { cause: e });
+        throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
       }
       throw e;
     } finally {
