@@ -48,7 +48,7 @@ export const FILTERS = {
   retries: {
     name: "retries",
     // The upstream never fails, so this measures the bookkeeping, not actual retries.
-    config: { attempts: 2, retryOn: ["5xx", "connect-failure", "reset"], perTryTimeoutMs: 5000 },
+    config: { maxAttempts: 2, retryOn: ["5xx", "connect-failure", "reset"], perTryTimeoutMs: 5000 },
   },
   fault: {
     name: "fault",

@@ -28,6 +28,10 @@ const ctx: RequestContext = {
   headers: base.slice(),
   clientAddress: "127.0.0.1",
   routeName: "test",
+  perTryTimeoutMs: 0,
+  attempt: 1,
+  upstreamError: null,
+  replayable: true,
   peerIdentity: null,
   startedAt: 0,
 };

@@ -35,9 +35,14 @@ export const denoPlatform: Platform = {
     Deno.addSignalListener(signal, fn);
   },
   args: () => [...Deno.args],
-  exit: (code) => Deno.exit(code),
+  exit(code): never {
+    Deno.exit(code);
+    throw new Error("unreachable");
+  },
   writeStdout(text) {
-    Deno.stdout.writeSync(encoder.encode(text));
+    const bytes = encoder.encode(text);
+    let off = 0;
+    while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off)) as number;
   },
   rss: () => Deno.memoryUsage().rss as number,
 };

@@ -11,6 +11,11 @@ export const FIELD_ROUTE = 5;
 export const FIELD_PEER_IDENTITY = 6;
 export const FIELD_REQUEST_ID = 7;
 export const FIELD_FILTER_NAME = 8;
+export const FIELD_UPSTREAM_ERROR = 9;
+/** Numeric fields, for get_int / set_int. */
+export const FIELD_ATTEMPT = 10;
+export const FIELD_REPLAYABLE = 11;
+export const FIELD_PER_TRY_TIMEOUT_MS = 12;
 
 export const MAP_REQUEST = 0;
 export const MAP_RESPONSE = 1;
@@ -60,6 +65,8 @@ export const HOST_IMPORTS: Record<string, readonly string[]> = {
     "get", "set", "body", "header_get", "header_set", "header_add", "header_remove", "header_list",
     "respond_header", "respond", "log", "metric_define", "metric_record", "now_ms", "monotonic_ms",
     "random_fill", "sha256", "hmac_sha256", "key_import", "verify", "last_error", "set_error",
+    "get_int", "set_int",
+    "jwks_register", "jwks_version", "jwks_read", "jwks_refresh", "jwks_close",
   ],
   env: ["abort", "seed", "trace"],
 };

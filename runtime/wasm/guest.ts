@@ -12,6 +12,7 @@ import type { RequestContext } from "../proxy/context.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import * as abi from "./abi.ts";
 import type { PublicKeyHandle, SyncCrypto } from "./crypto.ts";
+import { JwksSession, jwksHostFunctions, sharedJwks, type JwksRegistry } from "./jwks.ts";
 
 /** The filter broke the ABI (bad pointer, bad status...): its fault, reason "protocol". */
 export class GuestFault extends Error {
@@ -47,6 +48,8 @@ export interface GuestEnv {
   log: Logger;
   metrics: Registry;
   crypto: SyncCrypto;
+  /** Cache of remote JWKS documents (jwks_* host functions); default the process's sharedJwks. */
+  jwks?: JwksRegistry;
 }
 
 // Valid header-name characters (RFC 9110 token), indexed by code unit.
@@ -126,6 +129,8 @@ export class Guest {
   private lastError = "";
   private keys: PublicKeyHandle[] = [];
   private metricsById: MetricHandle[] = [];
+  /** This instance's JWKS subscriptions, made on its first jwks_register. */
+  private jwks: JwksSession | null = null;
   private logWindow = 0;
   private logCount = 0;
   private logDropped = 0;
@@ -142,7 +147,10 @@ export class Guest {
     this.exports = ex;
     this.memory = ex.memory;
     this.fuel = (ex[abi.FUEL_GLOBAL] as WebAssembly.Global | undefined) ?? null;
-    this.close = close;
+    this.close = () => {
+      this.jwks?.release();
+      close();
+    };
     this.refresh();
   }
 
@@ -287,6 +295,8 @@ export class Guest {
         return ctx.peerIdentity;
       case abi.FIELD_REQUEST_ID:
         return ctx.requestId;
+      case abi.FIELD_UPSTREAM_ERROR:
+        return ctx.upstreamError;
       default:
         throw new GuestFault(`unknown field ${field}`);
     }
@@ -541,6 +551,33 @@ export class Guest {
         set_error(ptr, len) {
           g.tick();
           g.guestError = g.str(ptr, len);
+        },
+        ...jwksHostFunctions(() => (g.jwks ??= JwksSession.forOwner(g, g.env.jwks ?? sharedJwks, g.env.log)), {
+          tick: () => g.tick(),
+          str: (ptr, len) => g.str(ptr, len),
+          bytes: (ptr, len) => (g.bounds(ptr, len), g.u8.subarray(ptr, ptr + len)),
+          fail: (message) => g.fail(message),
+          fault: (message) => {
+            throw new GuestFault(message);
+          },
+        }),
+        get_int(field) {
+          g.tick();
+          const ctx = g.ctx;
+          if (ctx === null) return -1;
+          if (field === abi.FIELD_ATTEMPT) return ctx.attempt;
+          if (field === abi.FIELD_REPLAYABLE) return ctx.replayable ? 1 : 0;
+          if (field === abi.FIELD_PER_TRY_TIMEOUT_MS) return ctx.perTryTimeoutMs;
+          throw new GuestFault(`unknown numeric field ${field}`);
+        },
+        set_int(field, value) {
+          g.tick();
+          const ctx = g.ctx;
+          if (ctx === null) return g.fail("no request in this phase");
+          if (field !== abi.FIELD_PER_TRY_TIMEOUT_MS) return g.fail(`numeric field ${field} is read-only`);
+          if (!(value >= 0)) return g.fail("per-try timeout must be >= 0 ms (0 = only the route timeout)");
+          ctx.perTryTimeoutMs = value;
+          return 0;
         },
       },
       env: {

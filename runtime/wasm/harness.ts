@@ -3,9 +3,11 @@
 import { readFileSync } from "node:fs";
 import { validateConfig } from "../config/load.ts";
 import type { ConfigInput } from "../config/schema.ts";
+import { type ErrorCode, statusOf } from "../errors.ts";
 import { createLogger } from "../observability/log.ts";
 import { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import { MAX_ATTEMPTS } from "../proxy/phases.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import type { Chain } from "./chain.ts";
 import { createFilterHost } from "./host.ts";
@@ -41,6 +43,22 @@ export interface TestRequest {
 export interface TestResponse {
   status?: number;
   headers?: HeadersInit;
+  /**
+   * The attempt got no response: the x-mesh-error code (`upstream_refused`, `upstream_reset`...).
+   * Like the proxy, the harness then shows the filter that error's status and an `x-mesh-error` header
+   * unless `status` / `headers` say otherwise, and sets ctx.upstreamError.
+   */
+  upstreamError?: ErrorCode;
+  /** Sets ctx.attempt before the response phase (the proxy counts attempts from 1). */
+  attempt?: number;
+}
+
+export interface ExchangeResult {
+  request: RequestResult;
+  /** One entry per upstream attempt: the request as it went upstream and what the response phase returned. */
+  attempts: { attempt: number; target: string; headers: HeaderList; response: ResponseResult }[];
+  /** The delays of the retries the proxy would have made, ms. */
+  delays: number[];
 }
 
 export interface RequestResult {
@@ -179,19 +197,54 @@ export class FilterHarness {
       routeName: ROUTE,
       peerIdentity: req.peerIdentity ?? null,
       startedAt: performance.now(),
+      perTryTimeoutMs: 0,
+      attempt: 1,
+      upstreamError: null,
+      replayable: true,
     };
     const body = req.body === undefined || req.body === null ? null : typeof req.body === "string" ? new TextEncoder().encode(req.body) : req.body;
     const chain = this.chain;
-    const outcome = chain.onRequest(ctx, chain.wantsBody > 0 && body !== null && body.length <= chain.wantsBody ? body : null);
+    // As in the proxy: a body is replayable when the chain buffered it whole.
+    const buffered = chain.wantsBody > 0 && body !== null && body.length <= chain.wantsBody;
+    ctx.replayable = body === null || body.length === 0 || buffered;
+    const outcome = chain.onRequest(ctx, buffered ? body : null);
     return { outcome, ctx, header: (name) => first(ctx.headers, name) };
   }
 
   /** Runs the response phase, for the request of `after` (or a fresh GET /). */
   response(res: TestResponse = {}, after?: RequestResult): ResponseResult {
     const ctx = after?.ctx ?? this.request().ctx;
-    const headers = toList(res.headers);
-    const outcome = this.chain.onResponse(ctx, { status: res.status ?? 200, headers });
+    const err = res.upstreamError ?? null;
+    const headers = res.headers !== undefined || err === null ? toList(res.headers) : [["x-mesh-error", err] as [string, string]];
+    if (res.attempt !== undefined) ctx.attempt = res.attempt;
+    ctx.upstreamError = err;
+    const outcome = this.chain.onResponse(ctx, { status: res.status ?? (err === null ? 200 : statusOf(err)), headers });
     return { outcome, headers, header: (name) => first(headers, name) };
+  }
+
+  /**
+   * One request through the proxy's attempt loop, without sockets or timers: the request phase, then
+   * for each attempt `upstream(attempt)` as the upstream's answer and the response phase, again while
+   * the chain returns `retry` and the request is replayable, up to the proxy's 10 attempts.
+   *
+   * @example
+   * const x = h.exchange({ method: "GET" }, (n) => (n < 3 ? { status: 503 } : { status: 200 }));
+   * expect(x.attempts.map((a) => a.response.outcome.kind)).toEqual(["retry", "retry", "continue"]);
+   */
+  exchange(req: TestRequest, upstream: (attempt: number) => TestResponse): ExchangeResult {
+    const request = this.request(req);
+    const result: ExchangeResult = { request, attempts: [], delays: [] };
+    if (request.outcome.kind === "respond" || request.outcome.kind === "fail") return result;
+    const ctx = request.ctx;
+    for (;;) {
+      const sent = { attempt: ctx.attempt, target: ctx.target, headers: ctx.headers.map(([n, v]) => [n, v] as [string, string]) };
+      const response = this.response({ ...upstream(ctx.attempt), attempt: ctx.attempt }, request);
+      result.attempts.push({ ...sent, response });
+      const out = response.outcome;
+      if (out.kind !== "retry" || !ctx.replayable || ctx.attempt >= MAX_ATTEMPTS) return result;
+      result.delays.push(out.delayMs);
+      ctx.attempt++;
+    }
   }
 
   /** The Prometheus text of this harness's registry. */

@@ -43,7 +43,10 @@ export type ResponseOutcome =
   | ContinueOutcome
   /** Replace the upstream response with this one. */
   | RespondOutcome
-  /** Discard this response and send the request again after `delayMs` (the route's retry policy still caps attempts). */
+  /**
+   * Discard this response and send the request again after `delayMs`, as ctx now stands (headers,
+   * target, perTryTimeoutMs). Only when ctx.replayable; the proxy caps attempts at 10 and the route timeout.
+   */
   | { kind: "retry"; delayMs: number }
   | FailOutcome;
 
@@ -75,7 +78,8 @@ export interface FilterChain {
   onRequest(ctx: RequestContext, body: Uint8Array | null): RequestOutcome;
 
   /**
-   * Response phase. Runs when the upstream's response head arrives, before it is sent downstream;
+   * Response phase, once per upstream attempt. Runs when the upstream's response head arrives (or,
+   * when the attempt got none, with a synthetic error response and ctx.upstreamError set), before it is sent downstream;
    * filters run in reverse chain order (the last filter to see the request is the first to see the
    * response). `res.headers` is changed in place.
    *

@@ -19,6 +19,11 @@ export const FIELD_ROUTE: i32 = 5;
 export const FIELD_PEER_IDENTITY: i32 = 6;
 export const FIELD_REQUEST_ID: i32 = 7;
 export const FIELD_FILTER_NAME: i32 = 8;
+export const FIELD_UPSTREAM_ERROR: i32 = 9;
+// Numeric request fields, read with `get_int` and (per-try timeout only) written with `set_int`.
+export const FIELD_ATTEMPT: i32 = 10;
+export const FIELD_REPLAYABLE: i32 = 11;
+export const FIELD_PER_TRY_TIMEOUT_MS: i32 = 12;
 
 // Header maps.
 export const MAP_REQUEST: i32 = 0;
@@ -49,6 +54,14 @@ export declare function mesh_get(field: i32, buf: usize, cap: i32): i32;
 // @ts-ignore: decorator
 @external("mesh", "set")
 export declare function mesh_set(field: i32, ptr: usize, len: i32): i32;
+/** A numeric request field (FIELD_ATTEMPT...); -1 when there is no request. */
+// @ts-ignore: decorator
+@external("mesh", "get_int")
+export declare function mesh_get_int(field: i32): i32;
+/** Sets a writable numeric field (FIELD_PER_TRY_TIMEOUT_MS); 0 on success, -1 (see last_error) otherwise. */
+// @ts-ignore: decorator
+@external("mesh", "set_int")
+export declare function mesh_set_int(field: i32, value: i32): i32;
 // @ts-ignore: decorator
 @external("mesh", "body")
 export declare function mesh_body(buf: usize, cap: i32): i32;

@@ -1,9 +1,9 @@
 // The request and response as a filter sees them. Every accessor asks the host when it is called,
 // so a filter pays only for what it reads.
 import {
-  FIELD_CLIENT_ADDRESS, FIELD_METHOD, FIELD_PATH, FIELD_PEER_IDENTITY, FIELD_QUERY, FIELD_REQUEST_ID,
-  FIELD_ROUTE, FIELD_TARGET, MAP_REQUEST, MAP_RESPONSE,
-  mesh_body, mesh_header_add, mesh_header_list, mesh_header_remove, mesh_header_set, mesh_set,
+  FIELD_ATTEMPT, FIELD_CLIENT_ADDRESS, FIELD_METHOD, FIELD_PATH, FIELD_PEER_IDENTITY, FIELD_PER_TRY_TIMEOUT_MS, FIELD_QUERY,
+  FIELD_REPLAYABLE, FIELD_REQUEST_ID, FIELD_ROUTE, FIELD_TARGET, FIELD_UPSTREAM_ERROR, MAP_REQUEST, MAP_RESPONSE,
+  mesh_body, mesh_get_int, mesh_header_add, mesh_header_list, mesh_header_remove, mesh_header_set, mesh_set, mesh_set_int,
 } from "./abi";
 import { getField, getHeader, ptr, reserve, bytes } from "./scratch";
 
@@ -145,6 +145,34 @@ export class Request {
     return out;
   }
 
+  /** Which upstream attempt this is: 1 for the first, 2 for the first retry, and so on. */
+  get attempt(): i32 {
+    return mesh_get_int(FIELD_ATTEMPT);
+  }
+
+  /**
+   * Whether the proxy can send this request again: it has no body, or its body was buffered whole
+   * because a filter asked for it with wantBody(). Outcome.retry() on a request that is not
+   * replayable is ignored.
+   */
+  get replayable(): bool {
+    return mesh_get_int(FIELD_REPLAYABLE) == 1;
+  }
+
+  /** Time allowed for each upstream attempt, ms; 0 when only the route's timeoutMs applies. */
+  get perTryTimeoutMs(): i32 {
+    return mesh_get_int(FIELD_PER_TRY_TIMEOUT_MS);
+  }
+
+  /**
+   * Bounds each upstream attempt to `ms` (0 = only the route timeout). The route's timeoutMs still
+   * bounds all attempts together. An attempt that runs out answers the response phase with a
+   * synthetic 504 and `upstreamError` "upstream_timeout". False for a negative value.
+   */
+  setPerTryTimeout(ms: i32): bool {
+    return mesh_set_int(FIELD_PER_TRY_TIMEOUT_MS, ms) == 0;
+  }
+
   /** The body decoded as UTF-8, or null. */
   bodyText(): string | null {
     let n = mesh_body(ptr(), bytes());
@@ -158,7 +186,7 @@ export class Request {
   }
 }
 
-/** The upstream response, before it goes to the client. */
+/** The upstream response, before it goes to the client. The response phase runs once per upstream attempt. */
 export class Response {
   status: i32 = 0;
   readonly headers: Headers = new Headers(MAP_RESPONSE);
@@ -166,5 +194,15 @@ export class Response {
   readonly request: Request;
   constructor(request: Request) {
     this.request = request;
+  }
+
+  /**
+   * Null when the upstream answered. When the attempt got no response at all, the x-mesh-error code
+   * (`upstream_refused`, `upstream_connect_timeout`, `upstream_reset`, `upstream_timeout`,
+   * `upstream_protocol_error`): `status` and `headers` are then the proxy's synthetic error response
+   * (503, 503, 502, 504, 502 and an `x-mesh-error` header).
+   */
+  get upstreamError(): string | null {
+    return getField(FIELD_UPSTREAM_ERROR);
   }
 }

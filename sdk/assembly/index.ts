@@ -8,3 +8,4 @@ export { log } from "./log";
 export { Counter, Gauge, Histogram } from "./metrics";
 export { nowMs, monotonicMs, random, randomBytes } from "./time";
 export { crypto, base64url, PublicKey, KeyFormat, SigAlg, utf8, fromUtf8 } from "./crypto";
+export { RemoteJwks } from "./jwks";

@@ -37,7 +37,11 @@ export class Outcome {
     return new Outcome(ACTION_DELAY, clampArg(ms));
   }
 
-  /** Response phase: drop this response and send the request again after `delayMs`. */
+  /**
+   * Response phase: drop this response and send the request again after `delayMs`, with the request
+   * headers as the filters left them. Ignored when the request is not `replayable`, after 10
+   * attempts, or when the route timeout would elapse during the delay.
+   */
   static retry(delayMs: i32): Outcome {
     return new Outcome(ACTION_RETRY, clampArg(delayMs));
   }

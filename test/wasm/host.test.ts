@@ -350,7 +350,7 @@ describe("hot load", () => {
       if (!cfg.ok) throw new Error(cfg.errors.join());
       expect(await host.applyConfig(cfg.config)).toEqual([]);
       const chain = host.chain("r")!;
-      const ctx = (): RequestContext => ({ requestId: "1", method: "GET", target: "/", headers: [], clientAddress: "", routeName: "r", peerIdentity: null, startedAt: 0 });
+      const ctx = (): RequestContext => ({ requestId: "1", method: "GET", target: "/", headers: [], clientAddress: "", routeName: "r", peerIdentity: null, startedAt: 0, perTryTimeoutMs: 0, attempt: 1, upstreamError: null, replayable: true });
       const c1 = ctx();
       chain.onRequest(c1, null);
       expect(c1.headers).toEqual([]); // add-header with no config adds nothing
