@@ -1,0 +1,456 @@
+// One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
+import { ProxyError, type ErrorCode } from "../../errors.ts";
+import type { UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { BodyFraming, RequestHead } from "./request-head.ts";
+import {
+  ChunkedDecoder,
+  CloseDecoder,
+  HeadReader,
+  LengthDecoder,
+  ParseError,
+  parseResponseHead,
+  type BodyDecoder,
+  type BodySink,
+  type ResponseHead,
+} from "./response-parser.ts";
+import type { Socket, SocketEvents } from "./socket.ts";
+
+export function upstreamError(code: ErrorCode, message: string, retryable = false, cause?: unknown): ProxyError {
+  return new ProxyError("upstream", code, message, { retryable, cause });
+}
+
+/** What a connection needs from the client that owns it. */
+export interface ConnectionOwner {
+  /** The exchange finished and the connection may carry another: pool it (or close it). */
+  release(conn: Connection): void;
+  /** The connection closed; drop it from the pool if it is there. */
+  forget(conn: Connection): void;
+  readonly maxHeadBytes: number;
+  readonly expectContinueTimeoutMs: number;
+  readonly bodyStrategy: QueuingStrategy<Uint8Array>;
+}
+
+const HEAD = 0; // waiting for the final response head
+const BODY = 1; // head delivered, body streaming
+const DONE = 2; // response complete
+
+/** The state of one request on a connection; also the underlying source of the response body stream. */
+class Exchange implements UnderlyingDefaultSource<Uint8Array> {
+  phase = HEAD;
+  /** The connection no longer belongs to this exchange (released, closed, aborted). */
+  ended = false;
+  /** Response bytes received, interim responses included. */
+  received = 0;
+  /** The request body stream has been read from (so it cannot be sent again). */
+  bodyTouched = false;
+  requestDone: boolean;
+  keepAlive = true;
+  /** The final head, between parsing and delivery. */
+  final: ResponseHead | null = null;
+  decoder: BodyDecoder | null = null;
+  /** Body bytes that came with the head, before there is a stream to put them in. */
+  readonly early: Uint8Array[] = [];
+  controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  paused = false;
+  onAbort: (() => void) | null = null;
+  /** Set while the body waits for `100 Continue`: starts it. */
+  continueTimer: ReturnType<typeof setTimeout> | null = null;
+  reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+
+  constructor(
+    readonly conn: Connection,
+    readonly req: UpstreamRequest,
+    readonly head: RequestHead,
+    readonly signal: AbortSignal | undefined,
+    readonly resolve: (res: UpstreamResponse) => void,
+    readonly reject: (err: unknown) => void,
+    /** Set on a pooled connection: sends the request again on a fresh one if this one turns out stale. */
+    readonly retry: (() => void) | null,
+  ) {
+    this.requestDone = head.framing === "none";
+  }
+
+  start(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.controller = controller;
+  }
+
+  pull(): void {
+    if (this.paused && !this.ended) {
+      this.paused = false;
+      this.conn.socket?.resume();
+    }
+  }
+
+  cancel(): void {
+    // The consumer walked away mid-body: the rest of the response is unread, so the connection cannot be reused.
+    this.conn.abandon(this);
+  }
+}
+
+function isBodyless(status: number, method: string): boolean {
+  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+export class Connection implements SocketEvents, BodySink {
+  socket: Socket | null = null;
+  closed = false;
+  idleSince = 0;
+  private ex: Exchange | null = null;
+  private needDrain = false;
+  private drained: (() => void) | null = null;
+  private readonly heads: HeadReader;
+
+  constructor(
+    readonly key: string,
+    private readonly owner: ConnectionOwner,
+  ) {
+    this.heads = new HeadReader(owner.maxHeadBytes);
+  }
+
+  attach(socket: Socket): void {
+    // Closed already: the upstream hung up (or talked out of turn) before the connect even resolved.
+    if (this.closed) socket.destroy();
+    else this.socket = socket;
+  }
+
+  /**
+   * Sends one request; `resolve` gets the response once its head is parsed. `retry` (for a pooled
+   * connection) runs instead of `reject` when the upstream turns out to have closed the connection
+   * before anything of this exchange happened.
+   */
+  send(
+    head: RequestHead,
+    req: UpstreamRequest,
+    signal: AbortSignal | undefined,
+    resolve: (res: UpstreamResponse) => void,
+    reject: (err: unknown) => void,
+    retry: (() => void) | null,
+  ): void {
+    if (this.closed || this.socket === null) {
+      if (retry !== null) retry();
+      else reject(upstreamError("upstream_reset", "upstream closed the connection before the request was sent"));
+      return;
+    }
+    const ex = new Exchange(this, req, head, signal, resolve, reject, retry);
+    this.ex = ex;
+    this.heads.reset();
+    if (signal !== undefined) {
+      ex.onAbort = () => this.fail(ex, upstreamError("upstream_timeout", "the request was aborted before the upstream finished responding"));
+      signal.addEventListener("abort", ex.onAbort);
+    }
+    this.write(head.data);
+    if (head.framing === "none") return;
+    if (head.expectContinue) {
+      ex.continueTimer = setTimeout(() => this.startBody(ex), this.owner.expectContinueTimeoutMs);
+    } else {
+      this.startBody(ex);
+    }
+  }
+
+  /** Close gracefully (an idle or finished connection). */
+  close(): void {
+    this.shut(false);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Socket events
+
+  onData(chunk: Uint8Array): void {
+    const ex = this.ex;
+    if (ex === null) {
+      // Bytes nobody asked for: the upstream is out of step with us, so it cannot have the next request.
+      this.shut(true);
+      this.owner.forget(this);
+      return;
+    }
+    ex.received += chunk.length;
+    if (ex.phase === DONE) {
+      // More than the response: the pump is still sending, and afterwards this connection goes.
+      ex.keepAlive = false;
+      return;
+    }
+    try {
+      if (ex.phase === HEAD) {
+        let off = this.readHeads(ex, chunk);
+        if (off === -1) return;
+        // Run the rest of this chunk through the decoder before handing out the body: a body that is
+        // already complete (the usual small response) then needs no live stream at all.
+        const decoder = ex.decoder;
+        if (decoder !== null) off = decoder.push(chunk, off, this);
+        this.deliver(ex);
+        if (decoder === null || decoder.done) this.complete(ex, off === chunk.length);
+        else this.applyBackpressure(ex);
+        return;
+      }
+      const decoder = ex.decoder!;
+      const off = decoder.push(chunk, 0, this);
+      if (!decoder.done) {
+        this.applyBackpressure(ex);
+        return;
+      }
+      ex.controller!.close();
+      this.complete(ex, off === chunk.length);
+    } catch (err) {
+      const error =
+        err instanceof ParseError
+          ? upstreamError("upstream_protocol_error", `upstream sent an invalid response: ${err.message}`, false, err)
+          : new ProxyError("internal", "internal", `reading the upstream response failed: ${String(err)}`, { cause: err });
+      this.fail(ex, error);
+    }
+  }
+
+  onBodyChunk(chunk: Uint8Array): void {
+    const ex = this.ex!;
+    if (ex.controller !== null) ex.controller.enqueue(chunk);
+    else ex.early.push(chunk);
+  }
+
+  private applyBackpressure(ex: Exchange): void {
+    if (!ex.paused && ex.controller!.desiredSize! <= 0) {
+      // The consumer is behind: stop reading and let TCP flow control push back on the upstream.
+      ex.paused = true;
+      this.socket?.pause();
+    }
+  }
+
+  onDrain(): void {
+    this.needDrain = false;
+    const drained = this.drained;
+    this.drained = null;
+    drained?.();
+  }
+
+  onClose(error: Error | null): void {
+    this.closed = true;
+    this.socket = null;
+    this.onDrain(); // wake a body pump so it sees the close
+    const ex = this.ex;
+    if (ex === null) {
+      this.owner.forget(this);
+      return;
+    }
+    this.endExchange(ex);
+    if (ex.phase === HEAD) {
+      if (ex.retry !== null && ex.received === 0 && !ex.bodyTouched) ex.retry();
+      else ex.reject(upstreamError("upstream_reset", "upstream closed the connection before a complete response head", false, error ?? undefined));
+    } else if (ex.phase === BODY) {
+      if (error === null && ex.decoder!.endsAtClose) {
+        ex.controller!.close();
+      } else {
+        // Never let a cut-off body end like a complete one.
+        ex.controller!.error(upstreamError("upstream_reset", "upstream closed the connection in the middle of the response body", false, error ?? undefined));
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Response
+
+  /** Parses heads from chunk; returns where the body starts once the final head is in, else -1. */
+  private readHeads(ex: Exchange, chunk: Uint8Array): number {
+    let off = 0;
+    for (;;) {
+      const text = this.heads.push(chunk, off);
+      if (text === null) return -1;
+      off = this.heads.end;
+      const head = parseResponseHead(text);
+      if (head.status >= 200) {
+        this.onHead(ex, head);
+        return off;
+      }
+      if (head.status === 101) throw new ParseError("101 Switching Protocols is not supported");
+      // Interim responses (100 Continue, 103 Early Hints, ...) are for us, not for the caller.
+      if (head.status === 100 && ex.continueTimer !== null) this.startBody(ex);
+    }
+  }
+
+  /** Takes in the final head: keep-alive and body framing. The caller delivers it. */
+  private onHead(ex: Exchange, head: ResponseHead): void {
+    if (ex.continueTimer !== null) {
+      // A final answer before 100 Continue: the upstream decided without the body, so it never goes.
+      // The upstream may still expect those bytes, so this connection ends with the response.
+      clearTimeout(ex.continueTimer);
+      ex.continueTimer = null;
+      ex.keepAlive = false;
+      ex.req.body?.cancel().catch(() => {});
+    }
+    if (head.connectionClose || ex.head.close || (head.minor === 0 && !head.connectionKeepAlive)) ex.keepAlive = false;
+
+    ex.final = head;
+    if (isBodyless(head.status, ex.req.method)) return;
+    if (head.transferEncoding === "chunked") {
+      ex.decoder = new ChunkedDecoder();
+      // Both framings at once smells of request smuggling; trust chunked for this response only.
+      if (head.contentLength !== -1) ex.keepAlive = false;
+    } else if (head.transferEncoding === "none" && head.contentLength !== -1) {
+      ex.decoder = new LengthDecoder(head.contentLength);
+    } else {
+      ex.decoder = new CloseDecoder();
+      ex.keepAlive = false;
+    }
+  }
+
+  /** Resolves request() with the final head and a body made of what has arrived so far. */
+  private deliver(ex: Exchange): void {
+    const head = ex.final!;
+    ex.final = null;
+    const decoder = ex.decoder;
+    let body: ReadableStream<Uint8Array> | null = null;
+    if (decoder === null) {
+      ex.phase = DONE;
+    } else if (decoder.done) {
+      // All of it is here. A Blob's stream is cheaper to make and to send than a JS-sourced stream.
+      body = new Blob(ex.early as BlobPart[]).stream();
+      ex.phase = DONE;
+    } else {
+      body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
+      for (const part of ex.early) ex.controller!.enqueue(part);
+      ex.phase = BODY;
+    }
+    ex.early.length = 0;
+    ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, body });
+  }
+
+  /** The response is complete. `clean`: no bytes followed it. */
+  private complete(ex: Exchange, clean: boolean): void {
+    ex.phase = DONE;
+    if (!clean) ex.keepAlive = false;
+    if (ex.paused) {
+      ex.paused = false;
+      this.socket?.resume();
+    }
+    if (!ex.requestDone) {
+      // The upstream answered before taking the whole body. If it keeps the connection it still reads
+      // the body (RFC 9112 section 9.3), so the pump finishes and calls us again; if not, stop sending.
+      if (!ex.keepAlive) {
+        this.endExchange(ex);
+        this.shut(true);
+      }
+      return;
+    }
+    this.endExchange(ex);
+    if (ex.keepAlive && !this.closed) this.owner.release(this);
+    else this.shut(false);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Request body
+
+  private startBody(ex: Exchange): void {
+    if (ex.continueTimer !== null) {
+      clearTimeout(ex.continueTimer);
+      ex.continueTimer = null;
+    }
+    if (ex.ended) return;
+    void this.pump(ex, ex.req.body!, ex.head.framing, ex.req.bodyLength);
+  }
+
+  /** Streams the request body, waiting for the socket to drain between chunks so nothing piles up. */
+  private async pump(ex: Exchange, body: ReadableStream<Uint8Array>, framing: BodyFraming, length: number | null): Promise<void> {
+    ex.bodyTouched = true;
+    const reader = body.getReader();
+    ex.reader = reader;
+    let sent = 0;
+    let chunks = 0;
+    try {
+      for (;;) {
+        if (ex.ended) break;
+        if (this.needDrain && !ex.requestDone) {
+          await this.waitDrain();
+          if (ex.ended) break;
+        }
+        const { done, value } = await reader.read();
+        if (ex.ended) break;
+        if (done) {
+          if (framing === "chunked") this.write(chunks === 0 ? "0\r\n\r\n" : "\r\n0\r\n\r\n");
+          else if (sent !== length) throw new BodyLengthError(`request body ended after ${sent} of ${length} bytes`);
+          ex.reader = null;
+          if (!ex.requestDone) this.requestSent(ex);
+          return;
+        }
+        if (value.byteLength === 0) continue;
+        sent += value.byteLength;
+        if (framing === "length" && sent > length!) throw new BodyLengthError(`request body is longer than its length ${length}`);
+        // In chunked framing the CRLF closing the previous chunk rides with the next size line.
+        if (framing === "chunked") this.write((chunks === 0 ? "" : "\r\n") + value.byteLength.toString(16) + "\r\n");
+        chunks++;
+        this.write(value);
+        // All declared bytes are out; the stream's own end may come after the response does.
+        if (sent === length) this.requestSent(ex);
+      }
+    } catch (err) {
+      const error =
+        err instanceof BodyLengthError
+          ? new ProxyError("internal", "internal", err.message)
+          : new ProxyError("downstream", "bad_request", "the request body could not be read", { cause: err });
+      this.fail(ex, error);
+      return;
+    }
+    // The exchange ended while we were sending (error, abort, early response, or the response finished
+    // after the last declared byte went out).
+    ex.reader = null;
+    if (ex.requestDone) reader.releaseLock();
+    else reader.cancel().catch(() => {});
+  }
+
+  private requestSent(ex: Exchange): void {
+    ex.requestDone = true;
+    if (ex.phase === DONE && !ex.ended) this.complete(ex, true);
+  }
+
+  private write(data: string | Uint8Array): void {
+    if (this.socket !== null && !this.socket.write(data)) this.needDrain = true;
+  }
+
+  private waitDrain(): Promise<void> {
+    if (!this.needDrain || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => (this.drained = resolve));
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Ending
+
+  /** The consumer cancelled the body stream. */
+  abandon(ex: Exchange): void {
+    if (ex.ended) return;
+    this.endExchange(ex);
+    this.shut(true);
+    ex.reader?.cancel().catch(() => {});
+  }
+
+  /** Ends the exchange with an error: rejects the head promise or errors the body stream, and drops the connection. */
+  private fail(ex: Exchange, error: unknown): void {
+    if (ex.ended) return;
+    this.endExchange(ex);
+    this.shut(true);
+    if (ex.phase === HEAD) ex.reject(error);
+    else if (ex.phase === BODY) ex.controller!.error(error);
+  }
+
+  private endExchange(ex: Exchange): void {
+    ex.ended = true;
+    if (this.ex === ex) this.ex = null;
+    if (ex.onAbort !== null) {
+      ex.signal!.removeEventListener("abort", ex.onAbort);
+      ex.onAbort = null;
+    }
+    if (ex.continueTimer !== null) {
+      clearTimeout(ex.continueTimer);
+      ex.continueTimer = null;
+    }
+  }
+
+  private shut(abort: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    const socket = this.socket;
+    this.socket = null;
+    this.onDrain();
+    if (socket !== null) {
+      if (abort) socket.destroy();
+      else socket.close();
+    }
+  }
+}
+
+class BodyLengthError extends Error {}

@@ -1,0 +1,193 @@
+// The HTTP/1.1 upstream client: keep-alive pooling, streamed bodies both ways, errors as ProxyError.
+import { ProxyError } from "../../errors.ts";
+import type { Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import { Connection, upstreamError, type ConnectionOwner } from "./connection.ts";
+import { IdlePool } from "./pool.ts";
+import { buildRequestHead, type RequestHead } from "./request-head.ts";
+import { ConnectError, connectSocket, type ConnectFn, type Socket } from "./socket.ts";
+
+export type { ConnectFn, Socket, SocketEvents } from "./socket.ts";
+export { ConnectError };
+
+export interface Http1ClientOptions {
+  /** Idle keep-alive connections kept per endpoint; 0 turns pooling off. Default 128. */
+  maxIdlePerEndpoint?: number;
+  /** An idle connection older than this is closed instead of reused. Default 30 000 ms. */
+  idleTimeoutMs?: number;
+  /** Largest response head (status line and headers) accepted. Default 64 KiB. */
+  maxResponseHeadBytes?: number;
+  /** How long a body held back by `expect: 100-continue` waits for the 100 before it goes anyway. Default 1000 ms. */
+  expectContinueTimeoutMs?: number;
+  /** Response body bytes buffered ahead of a slow consumer before reading from the upstream pauses. Default 64 KiB. */
+  responseBufferBytes?: number;
+  /** Opens TCP connections. Default: the runtime's own (socket.ts); tests inject failures here. */
+  connect?: ConnectFn;
+}
+
+function option(opts: Http1ClientOptions, name: keyof Http1ClientOptions, fallback: number, min: number): number {
+  const value = opts[name] ?? fallback;
+  if (typeof value !== "number" || !(value >= min) || (value !== Infinity && !Number.isInteger(value))) {
+    throw new TypeError(`createHttp1Client: option ${name} must be an integer >= ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+class Http1Client implements UpstreamClient, ConnectionOwner {
+  readonly maxHeadBytes: number;
+  readonly expectContinueTimeoutMs: number;
+  readonly bodyStrategy: QueuingStrategy<Uint8Array>;
+  private readonly pool: IdlePool<Connection>;
+  private readonly connect: ConnectFn;
+  private readonly sweepEveryMs: number;
+  private sweeper: ReturnType<typeof setInterval> | null = null;
+  private closed = false;
+
+  constructor(opts: Http1ClientOptions) {
+    const maxIdle = option(opts, "maxIdlePerEndpoint", 128, 0);
+    const idleTimeoutMs = option(opts, "idleTimeoutMs", 30_000, 1);
+    this.maxHeadBytes = option(opts, "maxResponseHeadBytes", 64 * 1024, 64);
+    this.expectContinueTimeoutMs = option(opts, "expectContinueTimeoutMs", 1000, 0);
+    const highWaterMark = option(opts, "responseBufferBytes", 64 * 1024, 1);
+    if (opts.connect !== undefined && typeof opts.connect !== "function") throw new TypeError("createHttp1Client: option connect must be a function");
+    this.connect = opts.connect ?? connectSocket;
+    this.bodyStrategy = new ByteLengthQueuingStrategy({ highWaterMark });
+    this.pool = new IdlePool<Connection>(maxIdle, idleTimeoutMs, (conn) => conn.close());
+    this.sweepEveryMs = Math.max(10, Math.min(idleTimeoutMs / 2, 5_000));
+  }
+
+  request(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions): Promise<UpstreamResponse> {
+    // One promise per request and no async frames: this runs for every proxied request.
+    return new Promise<UpstreamResponse>((resolve, reject) => {
+      if (this.closed) throw new ProxyError("internal", "internal", "the upstream client is closed");
+      const head = buildRequestHead(req, endpoint.key);
+      const signal = opts.signal;
+      if (signal?.aborted) throw aborted();
+      const pooled = this.pool.acquire(endpoint.key, performance.now());
+      if (pooled === null) {
+        this.sendFresh(endpoint, head, req, opts, resolve, reject);
+        return;
+      }
+      // The upstream may have closed this idle connection just as we picked it: then once more, on a fresh one.
+      pooled.send(head, req, signal, resolve, reject, () => this.sendFresh(endpoint, head, req, opts, resolve, reject));
+    });
+  }
+
+  idleConnections(): number {
+    return this.pool.size;
+  }
+
+  /** Closes idle connections now and busy ones as their exchanges end; later requests fail. */
+  close(): void {
+    this.closed = true;
+    this.pool.clear();
+    this.stopSweeper();
+  }
+
+  // ConnectionOwner
+
+  release(conn: Connection): void {
+    if (this.closed || !this.pool.release(conn, performance.now())) {
+      conn.close();
+      return;
+    }
+    if (this.sweeper === null) this.sweeper = setInterval(() => this.sweep(), this.sweepEveryMs);
+  }
+
+  forget(conn: Connection): void {
+    this.pool.remove(conn);
+  }
+
+  private sweep(): void {
+    this.pool.sweep(performance.now());
+    if (this.pool.size === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+  }
+
+  private sendFresh(
+    endpoint: Endpoint,
+    head: RequestHead,
+    req: UpstreamRequest,
+    opts: ForwardOptions,
+    resolve: (res: UpstreamResponse) => void,
+    reject: (err: unknown) => void,
+  ): void {
+    this.open(endpoint, opts).then((conn) => conn.send(head, req, opts.signal, resolve, reject, null), reject);
+  }
+
+  /** Connects, bounded by connectTimeoutMs and the request's signal. */
+  private open(endpoint: Endpoint, opts: ForwardOptions): Promise<Connection> {
+    const conn = new Connection(endpoint.key, this);
+    return new Promise<Connection>((resolve, reject) => {
+      let settled = false;
+      let timer: ReturnType<typeof setTimeout> | null = null;
+      const signal = opts.signal;
+      const onAbort = () => settle(aborted());
+      const settle = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (timer !== null) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (err === null) resolve(conn);
+        else reject(err);
+      };
+      const ms = opts.connectTimeoutMs;
+      if (ms > 0 && ms !== Infinity) {
+        timer = setTimeout(
+          () => settle(upstreamError("upstream_connect_timeout", `connecting to the upstream took longer than ${ms} ms`, true)),
+          ms,
+        );
+      }
+      signal?.addEventListener("abort", onAbort);
+      let connecting: Promise<Socket>;
+      try {
+        connecting = this.connect(endpoint.host, endpoint.port, conn);
+      } catch (err) {
+        connecting = Promise.reject(err);
+      }
+      connecting.then(
+        (socket) => {
+          // Too late: whoever asked has gone. The socket was never used, so just close it.
+          if (settled) return socket.destroy();
+          conn.attach(socket);
+          settle(null);
+        },
+        (err) => {
+          // The message may reach the client, so it names the reason but not the address; the cause has both.
+          const reason = err instanceof ConnectError ? err.reason : "unknown";
+          settle(
+            err instanceof ConnectError && err.kind === "timeout"
+              ? upstreamError("upstream_connect_timeout", `connecting to the upstream timed out (${reason})`, true, err)
+              : upstreamError("upstream_refused", `could not connect to the upstream (${reason})`, true, err),
+          );
+        },
+      );
+    });
+  }
+}
+
+function aborted(): ProxyError {
+  return upstreamError("upstream_timeout", "the request was aborted before the upstream responded");
+}
+
+/**
+ * An HTTP/1.1 client with keep-alive pooling per endpoint, implementing UpstreamClient.
+ *
+ * @example
+ * ```ts
+ * const client = createHttp1Client({ maxIdlePerEndpoint: 64 });
+ * const endpoint = { host: "127.0.0.1", port: 8080, key: "127.0.0.1:8080", weight: 1 };
+ * const res = await client.request(
+ *   endpoint,
+ *   { method: "GET", target: "/items?page=2", headers: [["accept", "application/json"]], body: null, bodyLength: null },
+ *   { connectTimeoutMs: 1000, signal: AbortSignal.timeout(15_000) },
+ * );
+ * for await (const chunk of res.body ?? []) console.log(chunk.length);
+ * ```
+ */
+export function createHttp1Client(opts: Http1ClientOptions = {}): UpstreamClient {
+  return new Http1Client(opts);
+}

@@ -1,0 +1,423 @@
+// Incremental HTTP/1.1 response parsing: finds and parses response heads, and de-frames bodies.
+import { Buffer } from "node:buffer";
+import type { HeaderList } from "../types.ts";
+
+/** The upstream sent something that is not HTTP/1.1. The message says what. */
+export class ParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ParseError";
+  }
+}
+
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** Lower-case names, wire order, duplicates kept. */
+  headers: HeaderList;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  /** -1 when there is no Content-Length. */
+  contentLength: number;
+  /** "other" when Transfer-Encoding is present but its last coding is not chunked (the body runs to close). */
+  transferEncoding: "none" | "chunked" | "other";
+  connectionClose: boolean;
+  connectionKeepAlive: boolean;
+}
+
+// Bytes to string, one char per byte, without the copy a TextDecoder makes; works on any Uint8Array.
+const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
+
+/** Index just past the first CRLFCRLF whose last LF is in b[from..to) and whose first CR is at `floor` or later, or -1. */
+function findHeadEnd(b: Uint8Array, from: number, to: number, floor: number): number {
+  let i = from;
+  for (;;) {
+    i = b.indexOf(10, i);
+    if (i === -1 || i >= to) return -1;
+    if (i - 3 >= floor && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
+    i++;
+  }
+}
+
+/**
+ * Collects one response head, which may arrive split over many chunks, up to `max` bytes. The usual
+ * case, a head inside one chunk, is decoded straight from that chunk without copying.
+ */
+export class HeadReader {
+  /** After push() returned a head: where it ended in the chunk, i.e. where the body or the next head starts. */
+  end = 0;
+  private buf: Uint8Array | null = null;
+  private len = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** Forget a partial head, e.g. before the next response on the connection. */
+  reset(): void {
+    this.len = 0;
+  }
+
+  /** Feeds chunk[start..]. Returns the head's text (ending in CRLFCRLF), or null when more bytes are needed. */
+  push(chunk: Uint8Array, start: number): string | null {
+    const available = chunk.length - start;
+    if (this.len === 0) {
+      const limit = start + Math.min(available, this.max);
+      const end = findHeadEnd(chunk, start, limit, start);
+      if (end !== -1) {
+        this.end = end;
+        return latin1Slice.call(chunk, start, end);
+      }
+      if (available >= this.max) throw new ParseError(`response head is larger than ${this.max} bytes`);
+    }
+    if (available === 0) return null;
+
+    const take = Math.min(available, this.max - this.len);
+    const prev = this.len;
+    this.append(chunk.subarray(start, start + take));
+    const buf = this.buf!;
+    // The LF that ends the head is in the new bytes (else it was found last time); the CR/LF/CR before it may not be.
+    const end = findHeadEnd(buf, prev, this.len, 0);
+    if (end !== -1) {
+      this.len = 0;
+      this.end = start + (end - prev);
+      return latin1Slice.call(buf, 0, end);
+    }
+    if (this.len >= this.max) throw new ParseError(`response head is larger than ${this.max} bytes`);
+    this.end = chunk.length;
+    return null;
+  }
+
+  private append(bytes: Uint8Array): void {
+    const need = this.len + bytes.length;
+    if (this.buf === null || this.buf.length < need) {
+      const grown = new Uint8Array(Math.min(this.max, Math.max(need, (this.buf?.length ?? 1024) * 2)));
+      if (this.buf !== null) grown.set(this.buf.subarray(0, this.len));
+      this.buf = grown;
+    }
+    this.buf.set(bytes, this.len);
+    this.len = need;
+  }
+}
+
+// tchar from RFC 9110 section 5.6.2.
+const TOKEN = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
+
+// Upstreams send the same few capitalised names ("Content-Type") over and over; lower-casing allocates.
+const LOWER = new Map<string, string>();
+const LOWER_MAX = 1024;
+
+function lowerName(raw: string): string {
+  let lower = LOWER.get(raw);
+  if (lower === undefined) {
+    lower = raw.toLowerCase();
+    if (LOWER.size < LOWER_MAX) LOWER.set(raw, lower);
+  }
+  return lower;
+}
+
+function isOws(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
+
+/** Header value chars: anything but controls (HTAB is fine) and DEL. */
+function checkValueChars(text: string, from: number, to: number, what: string): void {
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError(`${what} contains control character 0x${c.toString(16)}`);
+  }
+}
+
+/** "42", or "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6). */
+function parseContentLength(value: string): number {
+  const len = value.length;
+  if (len > 0 && len <= 15) {
+    let n = 0;
+    let i = 0;
+    for (; i < len; i++) {
+      const d = value.charCodeAt(i) - 0x30;
+      if (d < 0 || d > 9) break;
+      n = n * 10 + d;
+    }
+    if (i === len) return n;
+  }
+  let result = -1;
+  for (const part of value.split(",")) {
+    const p = part.trim();
+    // 15 digits stay below 2^53.
+    if (p.length === 0 || p.length > 15 || !/^[0-9]+$/.test(p)) throw new ParseError(`invalid content-length ${JSON.stringify(value)}`);
+    const n = Number(p);
+    if (result !== -1 && n !== result) throw new ParseError(`conflicting content-length values ${JSON.stringify(value)}`);
+    result = n;
+  }
+  return result;
+}
+
+function lastListElement(value: string): string {
+  const comma = value.lastIndexOf(",");
+  return (comma === -1 ? value : value.slice(comma + 1)).trim().toLowerCase();
+}
+
+function listHas(value: string, token: string): boolean {
+  const lower = value.toLowerCase();
+  if (lower === token) return true;
+  for (const part of lower.split(",")) if (part.trim() === token) return true;
+  return false;
+}
+
+/** Parses a head as returned by HeadReader.push (status line, header lines, empty line). */
+export function parseResponseHead(text: string): ResponseHead {
+  let eol = text.indexOf("\r\n");
+  // "HTTP/1.1 200" is the shortest status line; the reason phrase may be empty and so may its space.
+  if (
+    eol < 12 ||
+    !text.startsWith("HTTP/1.") ||
+    (text.charCodeAt(7) !== 0x30 && text.charCodeAt(7) !== 0x31) ||
+    text.charCodeAt(8) !== 0x20 ||
+    (eol > 12 && text.charCodeAt(12) !== 0x20)
+  ) {
+    throw new ParseError(`malformed status line ${JSON.stringify(text.slice(0, Math.min(eol === -1 ? 64 : eol, 64)))}`);
+  }
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = text.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) throw new ParseError(`malformed status code ${JSON.stringify(text.slice(9, 12))}`);
+    status = status * 10 + d;
+  }
+  if (status < 100) throw new ParseError(`status code ${status} is out of range`);
+  checkValueChars(text, 13, eol, "reason phrase");
+
+  const head: ResponseHead = {
+    status,
+    statusText: eol > 13 ? text.slice(13, eol) : "",
+    headers: [],
+    minor: text.charCodeAt(7) - 0x30,
+    contentLength: -1,
+    transferEncoding: "none",
+    connectionClose: false,
+    connectionKeepAlive: false,
+  };
+
+  const last = text.length - 2; // where the final empty line starts
+  let pos = eol + 2;
+  while (pos < last) {
+    eol = text.indexOf("\r\n", pos);
+    const first = text.charCodeAt(pos);
+    if (isOws(first)) throw new ParseError("obsolete line folding in response headers");
+    const colon = text.indexOf(":", pos);
+    if (colon === -1 || colon > eol) throw new ParseError(`header line without a colon ${JSON.stringify(text.slice(pos, Math.min(eol, pos + 64)))}`);
+    if (colon === pos) throw new ParseError("header with an empty name");
+
+    let upper = false;
+    for (let i = pos; i < colon; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 128 || TOKEN[c] === 0) throw new ParseError(`invalid header name ${JSON.stringify(text.slice(pos, colon))}`);
+      if (c >= 65 && c <= 90) upper = true;
+    }
+    const raw = text.slice(pos, colon);
+    const name = upper ? lowerName(raw) : raw;
+
+    let vs = colon + 1;
+    let ve = eol;
+    while (vs < ve && isOws(text.charCodeAt(vs))) vs++;
+    while (ve > vs && isOws(text.charCodeAt(ve - 1))) ve--;
+    checkValueChars(text, vs, ve, `header ${name}`);
+    const value = text.slice(vs, ve);
+
+    switch (name) {
+      case "content-length": {
+        const n = parseContentLength(value);
+        if (head.contentLength !== -1 && head.contentLength !== n) throw new ParseError("conflicting content-length headers");
+        head.contentLength = n;
+        break;
+      }
+      case "transfer-encoding":
+        // Only the last coding of the last header decides the framing (RFC 9112 section 6.3).
+        head.transferEncoding = lastListElement(value) === "chunked" ? "chunked" : "other";
+        break;
+      case "connection":
+        if (listHas(value, "close")) head.connectionClose = true;
+        if (listHas(value, "keep-alive")) head.connectionKeepAlive = true;
+        break;
+    }
+    head.headers.push([name, value]);
+    pos = eol + 2;
+  }
+  return head;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Body framing. A decoder takes raw bytes and hands the body's bytes, unframed, to a sink.
+
+export interface BodySink {
+  /** A view into the received chunk; the sink may keep it. */
+  onBodyChunk(chunk: Uint8Array): void;
+}
+
+export interface BodyDecoder {
+  /** The body is complete. */
+  readonly done: boolean;
+  /** Consumes from chunk[start..]; returns where the body ended (chunk.length while it wants more). */
+  push(chunk: Uint8Array, start: number, sink: BodySink): number;
+  /** Whether the connection closing cleanly now ends the body (true only for read-until-close). */
+  readonly endsAtClose: boolean;
+}
+
+/** A body of `Content-Length` bytes. */
+export class LengthDecoder implements BodyDecoder {
+  readonly endsAtClose = false;
+  done: boolean;
+  private remaining: number;
+
+  constructor(length: number) {
+    this.remaining = length;
+    this.done = length === 0;
+  }
+
+  push(chunk: Uint8Array, start: number, sink: BodySink): number {
+    const take = Math.min(this.remaining, chunk.length - start);
+    if (take > 0) {
+      sink.onBodyChunk(start === 0 && take === chunk.length ? chunk : chunk.subarray(start, start + take));
+      this.remaining -= take;
+      if (this.remaining === 0) this.done = true;
+    }
+    return start + take;
+  }
+}
+
+/** A body that runs until the upstream closes the connection. */
+export class CloseDecoder implements BodyDecoder {
+  readonly endsAtClose = true;
+  readonly done = false;
+
+  push(chunk: Uint8Array, start: number, sink: BodySink): number {
+    if (start < chunk.length) sink.onBodyChunk(start === 0 ? chunk : chunk.subarray(start));
+    return chunk.length;
+  }
+}
+
+const SIZE = 0;
+const SIZE_WS = 1;
+const EXT = 2;
+const SIZE_LF = 3;
+const DATA = 4;
+const DATA_CR = 5;
+const DATA_LF = 6;
+const TRAILER_START = 7;
+const TRAILER = 8;
+const TRAILER_LF = 9;
+const END_LF = 10;
+
+/** Hex value of an ASCII digit, or -1. */
+function hex(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const l = c | 0x20;
+  if (l >= 0x61 && l <= 0x66) return l - 0x61 + 10;
+  return -1;
+}
+
+/** Caps on what a chunked body may carry besides data: extensions per chunk line, and all trailers. */
+const MAX_EXTENSION_BYTES = 4096;
+const MAX_TRAILER_BYTES = 64 * 1024;
+
+/**
+ * `Transfer-Encoding: chunked` (RFC 9112 section 7.1). Data goes to the sink as views of the input;
+ * chunk extensions and trailers are checked for size and dropped.
+ */
+export class ChunkedDecoder implements BodyDecoder {
+  readonly endsAtClose = false;
+  done = false;
+  private state = SIZE;
+  private size = 0;
+  private digits = 0;
+  private remaining = 0;
+  private extra = 0;
+
+  push(chunk: Uint8Array, start: number, sink: BodySink): number {
+    const n = chunk.length;
+    let i = start;
+    while (i < n) {
+      const state = this.state;
+      if (state === DATA) {
+        const take = Math.min(this.remaining, n - i);
+        sink.onBodyChunk(chunk.subarray(i, i + take));
+        i += take;
+        this.remaining -= take;
+        if (this.remaining === 0) this.state = DATA_CR;
+        continue;
+      }
+      const c = chunk[i++];
+      switch (state) {
+        case SIZE: {
+          const d = hex(c);
+          if (d !== -1) {
+            // 13 hex digits stay below 2^53; nobody sends a chunk that large.
+            if (++this.digits > 13) throw new ParseError("chunk size is too large");
+            this.size = this.size * 16 + d;
+          } else if (this.digits === 0) {
+            throw new ParseError("chunk size line does not start with a hex digit");
+          } else if (c === 13) {
+            this.state = SIZE_LF;
+          } else if (c === 0x3b) {
+            this.state = EXT;
+          } else if (isOws(c)) {
+            this.state = SIZE_WS;
+          } else {
+            throw new ParseError("invalid character in chunk size");
+          }
+          break;
+        }
+        case SIZE_WS:
+          if (c === 13) this.state = SIZE_LF;
+          else if (c === 0x3b) this.state = EXT;
+          else if (!isOws(c)) throw new ParseError("invalid character after chunk size");
+          break;
+        case EXT:
+          if (c === 13) this.state = SIZE_LF;
+          else if (c === 10) throw new ParseError("bare LF in chunk extension");
+          else if (++this.extra > MAX_EXTENSION_BYTES) throw new ParseError("chunk extension is too long");
+          break;
+        case SIZE_LF:
+          if (c !== 10) throw new ParseError("chunk size line not ended by CRLF");
+          this.extra = 0;
+          if (this.size === 0) {
+            this.state = TRAILER_START;
+          } else {
+            this.remaining = this.size;
+            this.state = DATA;
+          }
+          this.size = 0;
+          this.digits = 0;
+          break;
+        case DATA_CR:
+          if (c !== 13) throw new ParseError("chunk data longer than its size");
+          this.state = DATA_LF;
+          break;
+        case DATA_LF:
+          if (c !== 10) throw new ParseError("chunk data not ended by CRLF");
+          this.state = SIZE;
+          break;
+        case TRAILER_START:
+          if (c === 13) {
+            this.state = END_LF;
+            break;
+          }
+          this.state = TRAILER;
+        // falls through: the byte belongs to a trailer line
+        case TRAILER:
+          if (++this.extra > MAX_TRAILER_BYTES) throw new ParseError("chunked trailers are too large");
+          if (c === 13) this.state = TRAILER_LF;
+          else if (c === 10) throw new ParseError("bare LF in chunked trailers");
+          break;
+        case TRAILER_LF:
+          if (c !== 10) throw new ParseError("trailer line not ended by CRLF");
+          this.state = TRAILER_START;
+          break;
+        case END_LF:
+          if (c !== 10) throw new ParseError("chunked body not ended by CRLF");
+          this.done = true;
+          return i;
+      }
+    }
+    return n;
+  }
+}
