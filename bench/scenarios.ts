@@ -37,13 +37,14 @@ const API_KEY = "bench-3f9c2a7d41e8";
 export const FILTERS = {
   auth: {
     name: "auth",
-    config: { apiKeys: { header: "x-api-key", keys: [{ key: API_KEY, principal: "bench" }] } },
+    config: { apiKeys: { header: "x-api-key", keys: [{ name: "bench", key: API_KEY }] } },
     headers: { "x-api-key": API_KEY },
   },
   rateLimit: {
     name: "rate-limit",
-    // A bucket no benchmark can empty: the token accounting runs on every request, nothing is limited.
-    config: { key: { route: true }, capacity: 1_000_000_000, refillPerSecond: 1_000_000_000 },
+    // A bucket no benchmark can empty: the token accounting runs on every request (and the
+    // RateLimit-* response headers on every response), nothing is limited.
+    config: { key: { route: true }, rate: 1_000_000_000, burst: 1_000_000_000 },
   },
   retries: {
     name: "retries",
