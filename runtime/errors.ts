@@ -89,10 +89,12 @@ export function errorResponse(err: ProxyError, route: string | null, requestId: 
     requestId,
     ...err.detail,
   });
-  return new Response(body, {
+  const bytes = new TextEncoder().encode(body);
+  return new Response(bytes, {
     status: err.status,
     headers: {
       "content-type": "application/json",
+      "content-length": String(bytes.byteLength),
       "x-mesh-error": err.code,
       "x-request-id": requestId,
     },

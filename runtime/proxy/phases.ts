@@ -48,6 +48,10 @@ interface Exchange {
   bodyTooLarge: boolean;
   /** The access log line was written (a stream can end, error and be cancelled). */
   logged: boolean;
+  /** Response body bytes, when known before the body is sent (Blob, filter and error bodies). */
+  bytesOut: number;
+  /** A streamed body will report its end through onBodyEnd: log then, not now. */
+  deferred: boolean;
 }
 
 const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s < 200);
@@ -115,6 +119,8 @@ export class Proxy {
       bytesIn: 0,
       bodyTooLarge: false,
       logged: false,
+      bytesOut: 0,
+      deferred: false,
     };
     this.inFlight++;
     this.deps.stats.inFlight.inc();
@@ -125,7 +131,10 @@ export class Proxy {
       const e = x.bodyTooLarge ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes") : toProxyError(err);
       if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
       this.deps.stats.errors.labels(e.code).inc();
-      return this.finish(x, errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID()), e.code);
+      const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
+      x.bytesOut = Number(res.headers.get("content-length"));
+      x.deferred = false;
+      return this.finish(x, res, e.code);
     }
   };
 
@@ -192,7 +201,10 @@ export class Proxy {
         replayable: body === null,
       };
       const out = chain.onRequest(ctx, replayBody);
-      if (out.kind === "respond") return filterResponse(out);
+      if (out.kind === "respond") {
+        x.bytesOut = out.body.byteLength;
+        return filterResponse(out);
+      }
       if (out.kind === "fail") throw filterFailure(out);
       if (out.kind === "delay") await sleep(out.ms);
     }
@@ -248,6 +260,7 @@ export class Proxy {
       if (out.kind === "respond" || out.kind === "fail") {
         if (res?.body) void res.body.cancel().catch(() => {});
         if (out.kind === "fail") throw filterFailure(out);
+        x.bytesOut = out.body.byteLength;
         return filterResponse(out);
       }
       if (failure !== null) throw failure;
@@ -376,51 +389,37 @@ export class Proxy {
       headers.push(h);
     }
     if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
-    const body = x.method === "HEAD" || NO_BODY_STATUS(res.status) ? null : res.body;
-    if (body === null && res.body !== null) void res.body.cancel().catch(() => {});
-    return new Response(body, { status: res.status, statusText: res.statusText, headers });
+    const init = { status: res.status, statusText: res.statusText, headers };
+    if (x.method === "HEAD" || NO_BODY_STATUS(res.status)) {
+      if (res.blob === undefined && res.body !== null) void res.body.cancel().catch(() => {});
+      return new Response(null, init);
+    }
+    if (res.blob !== undefined) {
+      // The whole body is here: no stream, and the request is complete once the Blob is handed over.
+      x.bytesOut = res.blob.size;
+      return new Response(res.blob, init);
+    }
+    if (res.body === null) return new Response(null, init);
+    // 9 (deferred): the log line and metrics wait for the end of the streamed body.
+    x.deferred = true;
+    const status = res.status;
+    res.onBodyEnd = (bytes, error) => {
+      let code: string | null = null;
+      if (error === "cancelled") code = "downstream_cancelled";
+      else if (error !== null) {
+        // The upstream died mid-body; the listener aborts the client stream so truncation never looks complete.
+        code = toProxyError(error).code;
+        this.deps.stats.errors.labels(code).inc();
+      }
+      this.done(x, status, bytes, code);
+    };
+    return new Response(res.body, init);
   }
 
-  /** 9. logging: when the body has been fully sent (or failed), write the access log and metrics. */
+  /** 9. logging, for every response not streamed from an upstream (those log when their body ends). */
   private finish(x: Exchange, res: Response, error: string | null): Response {
-    const body = res.body;
-    if (body === null || error !== null) {
-      const len = error === null ? Number(res.headers.get("content-length") ?? 0) : 0;
-      this.done(x, res.status, len, error);
-      return res;
-    }
-    const reader = body.getReader();
-    let bytes = 0;
-    const self = this;
-    const status = res.status;
-    const counted = new ReadableStream<Uint8Array>(
-      {
-        async pull(ctrl) {
-          try {
-            const { done, value } = await reader.read();
-            if (done) {
-              ctrl.close();
-              self.done(x, status, bytes, null);
-              return;
-            }
-            bytes += value.byteLength;
-            ctrl.enqueue(value);
-          } catch (err) {
-            // The upstream died mid-body: abort the client stream so truncation never looks like success.
-            const code = toProxyError(err).code;
-            self.deps.stats.errors.labels(code).inc();
-            self.done(x, status, bytes, code);
-            ctrl.error(err);
-          }
-        },
-        cancel(reason) {
-          self.done(x, status, bytes, "downstream_cancelled");
-          return reader.cancel(reason);
-        },
-      },
-      { highWaterMark: 0 },
-    );
-    return new Response(counted, { status, statusText: res.statusText, headers: res.headers });
+    if (!x.deferred) this.done(x, res.status, x.bytesOut, error);
+    return res;
   }
 
   private done(x: Exchange, status: number, bytesOut: number, error: string | null): void {

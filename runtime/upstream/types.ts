@@ -31,7 +31,19 @@ export interface UpstreamResponse {
   statusText: string;
   headers: HeaderList;
   /** Streamed body; null when the response has none (HEAD, 204, 304, 1xx). */
-  body: ReadableStream<Uint8Array> | null;
+  readonly body: ReadableStream<Uint8Array> | null;
+  /**
+   * The whole body, when it had all arrived with the head (small responses). Send it rather than
+   * `body`: a runtime writes a Blob without any stream machinery, which is most of the cost of a
+   * small proxied response. `body` then streams the same bytes, made only if asked for.
+   */
+  readonly blob?: Blob;
+  /**
+   * Set by the consumer to learn when a streamed body ends: `error` is null when it completed, the
+   * upstream's error when it failed mid-body, or "cancelled" when the consumer cancelled it; `bytes`
+   * is how many body bytes were delivered. Called at most once, never for `blob` or bodyless responses.
+   */
+  onBodyEnd?: ((bytes: number, error: unknown) => void) | null;
 }
 
 export interface ForwardOptions {

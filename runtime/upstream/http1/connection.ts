@@ -1,6 +1,6 @@
 // One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import type { BodyFraming, RequestHead } from "./request-head.ts";
 import {
   ChunkedDecoder,
@@ -56,6 +56,9 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   /** Set while the body waits for `100 Continue`: starts it. */
   continueTimer: ReturnType<typeof setTimeout> | null = null;
   reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The response handed out with a streamed body, for its onBodyEnd hook. */
+  response: UpstreamResponse | null = null;
+  bodyBytes = 0;
 
   constructor(
     readonly conn: Connection,
@@ -83,7 +86,30 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
 
   cancel(): void {
     // The consumer walked away mid-body: the rest of the response is unread, so the connection cannot be reused.
+    this.bodyEnded("cancelled");
     this.conn.abandon(this);
+  }
+
+  /** Tell the consumer, once, that the streamed body ended (null error: complete). */
+  bodyEnded(error: unknown): void {
+    const res = this.response;
+    if (res === null) return;
+    this.response = null;
+    res.onBodyEnd?.(this.bodyBytes, error);
+  }
+}
+
+/** A response whose body arrived whole with its head: a Blob, and a stream of it only if asked for. */
+class BufferedResponse implements UpstreamResponse {
+  private stream: ReadableStream<Uint8Array> | null = null;
+  constructor(
+    readonly status: number,
+    readonly statusText: string,
+    readonly headers: HeaderList,
+    readonly blob: Blob,
+  ) {}
+  get body(): ReadableStream<Uint8Array> {
+    return (this.stream ??= this.blob.stream());
   }
 }
 
@@ -189,6 +215,7 @@ export class Connection implements SocketEvents, BodySink {
         return;
       }
       ex.controller!.close();
+      ex.bodyEnded(null);
       this.complete(ex, off === chunk.length);
     } catch (err) {
       const error =
@@ -201,6 +228,7 @@ export class Connection implements SocketEvents, BodySink {
 
   onBodyChunk(chunk: Uint8Array): void {
     const ex = this.ex!;
+    ex.bodyBytes += chunk.byteLength;
     if (ex.controller !== null) ex.controller.enqueue(chunk);
     else ex.early.push(chunk);
   }
@@ -236,9 +264,12 @@ export class Connection implements SocketEvents, BodySink {
     } else if (ex.phase === BODY) {
       if (error === null && ex.decoder!.endsAtClose) {
         ex.controller!.close();
+        ex.bodyEnded(null);
       } else {
         // Never let a cut-off body end like a complete one.
-        ex.controller!.error(upstreamError("upstream_reset", "upstream closed the connection in the middle of the response body", false, error ?? undefined));
+        const err = upstreamError("upstream_reset", "upstream closed the connection in the middle of the response body", false, error ?? undefined);
+        ex.controller!.error(err);
+        ex.bodyEnded(err);
       }
     }
   }
@@ -295,20 +326,22 @@ export class Connection implements SocketEvents, BodySink {
     const head = ex.final!;
     ex.final = null;
     const decoder = ex.decoder;
-    let body: ReadableStream<Uint8Array> | null = null;
     if (decoder === null) {
       ex.phase = DONE;
+      ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, body: null });
     } else if (decoder.done) {
-      // All of it is here. A Blob's stream is cheaper to make and to send than a JS-sourced stream.
-      body = new Blob(ex.early as BlobPart[]).stream();
+      // All of it is here: hand out a Blob, which the listener writes without a JS stream.
       ex.phase = DONE;
+      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, new Blob(ex.early as BlobPart[])));
     } else {
-      body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
+      const body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
       for (const part of ex.early) ex.controller!.enqueue(part);
       ex.phase = BODY;
+      const res: UpstreamResponse = { status: head.status, statusText: head.statusText, headers: head.headers, body, onBodyEnd: null };
+      ex.response = res;
+      ex.resolve(res);
     }
     ex.early.length = 0;
-    ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, body });
   }
 
   /** The response is complete. `clean`: no bytes followed it. */
@@ -424,7 +457,10 @@ export class Connection implements SocketEvents, BodySink {
     this.endExchange(ex);
     this.shut(true);
     if (ex.phase === HEAD) ex.reject(error);
-    else if (ex.phase === BODY) ex.controller!.error(error);
+    else if (ex.phase === BODY) {
+      ex.controller!.error(error);
+      ex.bodyEnded(error);
+    }
   }
 
   private endExchange(ex: Exchange): void {
