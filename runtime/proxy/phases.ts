@@ -211,7 +211,9 @@ export class Proxy {
 
     // 5-7, once per attempt: pick an endpoint, forward, run the response filters. A response filter
     // (the retry filter) may ask for another attempt when the request body can be sent again.
-    const deadline = route.timeoutMs > 0 ? x.startedAt + route.timeoutMs : Infinity;
+    // The route timeout starts once the request filters are done (as Envoy's router timeout does), so
+    // a fault-injected delay or a slow auth check does not eat the upstream's time.
+    const deadline = route.timeoutMs > 0 ? performance.now() + route.timeoutMs : Infinity;
     for (;;) {
       if (ctx !== null) {
         target = ctx.target;
