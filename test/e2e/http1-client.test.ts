@@ -227,6 +227,54 @@ describe("responses", () => {
     expect(await text(res.body)).toBe("abcd");
   });
 
+  test("hands a body that came whole with its head over as a Blob, and as a stream on demand", async () => {
+    const server = answering(() => OK("hello"));
+    const res = await client().request(server.endpoint, get(), OPTS);
+    expect(res.blob).toBeInstanceOf(Blob);
+    expect(await res.blob!.text()).toBe("hello");
+    expect(await text(res.body)).toBe("hello");
+  });
+
+  test("streams a body that is still coming, and reports its end once through onBodyEnd", async () => {
+    const server = rawServer((conn) => {
+      if (takeHead(conn) === null) return;
+      conn.socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n");
+      setTimeout(() => conn.socket.write("2\r\nde\r\n0\r\n\r\n"), 30);
+    });
+    const res = await client().request(server.endpoint, get(), OPTS);
+    expect(res.blob).toBeUndefined();
+    const ends: [number, unknown][] = [];
+    res.onBodyEnd = (bytes, error) => ends.push([bytes, error]);
+    expect(await text(res.body)).toBe("abcde");
+    expect(ends).toEqual([[5, null]]);
+  });
+
+  test("reports a body cut off mid-way through onBodyEnd with the error", async () => {
+    const server = rawServer((conn) => {
+      if (takeHead(conn) === null) return;
+      conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
+      setTimeout(() => conn.socket.end(), 30);
+    });
+    const res = await client().request(server.endpoint, get(), OPTS);
+    const ends: [number, unknown][] = [];
+    res.onBodyEnd = (bytes, error) => ends.push([bytes, error]);
+    await rejection(text(res.body));
+    expect(ends.length).toBe(1);
+    expect(ends[0][0]).toBe(3);
+    expect((ends[0][1] as ProxyError).code).toBe("upstream_reset");
+  });
+
+  test("reports a cancelled body through onBodyEnd", async () => {
+    const server = rawServer((conn) => {
+      if (takeHead(conn) !== null) conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
+    });
+    const res = await client().request(server.endpoint, get(), OPTS);
+    const ends: [number, unknown][] = [];
+    res.onBodyEnd = (bytes, error) => ends.push([bytes, error]);
+    await res.body!.cancel();
+    expect(ends).toEqual([[3, "cancelled"]]);
+  });
+
   test("connects to localhost by name", async () => {
     const server = answering(() => OK("local"));
     const res = await client().request(endpoint(server.port, "localhost"), get(), OPTS);

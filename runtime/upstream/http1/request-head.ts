@@ -123,7 +123,7 @@ export function buildRequestHead(req: UpstreamRequest, hostKey: string): Request
     head += name + ": " + value + "\r\n";
   }
   if (!hasHost) {
-    high |= scanValue(hostKey, false, "endpoint key");
+    if (!PLAIN_TARGET.test(hostKey)) high |= scanValue(hostKey, false, "endpoint key");
     head += "host: " + hostKey + "\r\n";
   }
 

@@ -25,7 +25,8 @@ export interface ResponseHead {
   connectionKeepAlive: boolean;
 }
 
-// Bytes to string, one char per byte, without the copy a TextDecoder makes; works on any Uint8Array.
+// Bytes to string, one char per byte: lossless (TextDecoder's "latin1" is really windows-1252) and, measured
+// on Bun, faster than TextDecoder. Works on any Uint8Array, on Bun and on Deno.
 const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
 
 /** Index just past the first CRLFCRLF whose last LF is in b[from..to) and whose first CR is at `floor` or later, or -1. */

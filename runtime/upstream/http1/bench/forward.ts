@@ -4,6 +4,8 @@
 //   bun runtime/upstream/http1/bench/forward.ts upstream 9001
 //   bun runtime/upstream/http1/bench/forward.ts fetch 9001 9002     (proxy using fetch())
 //   bun runtime/upstream/http1/bench/forward.ts h1 9001 9003        (proxy using createHttp1Client)
+//   bun runtime/upstream/http1/bench/forward.ts client h1 9001       (no proxy: 32 loops of requests for
+//   bun runtime/upstream/http1/bench/forward.ts client fetch 9001     5 s; prints req/s and CPU per request)
 //
 // Each role runs in its own process so the proxies do not share a thread with the upstream. It lives
 // here rather than in bench/ only because of who was editing what when it was written.
@@ -68,8 +70,37 @@ function h1Proxy(up: number, port: number): void {
   });
 }
 
+/** The client alone: 32 concurrent request loops, body read to the end, CPU per request from the process. */
+async function clientOnly(kind: string, up: number): Promise<void> {
+  const client = createHttp1Client();
+  const endpoint = { host: "127.0.0.1", port: up, key: `127.0.0.1:${up}`, weight: 1 };
+  const url = `http://127.0.0.1:${up}/`;
+  const end = performance.now() + 5000;
+  let done = 0;
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (performance.now() < end) {
+        if (kind === "fetch") {
+          await (await fetch(url)).arrayBuffer();
+        } else {
+          const res = await client.request(endpoint, { method: "GET", target: "/", headers: [], body: null, bodyLength: null }, { connectTimeoutMs: 1000 });
+          await new Response(res.body).arrayBuffer();
+        }
+        done++;
+      }
+    }),
+  );
+  const used = process.cpuUsage(cpu);
+  const secs = (performance.now() - started) / 1000;
+  console.log(`${kind}: ${Math.round(done / secs)} req/s, user ${(used.user / done).toFixed(2)} us/req, sys ${(used.system / done).toFixed(2)} us/req`);
+  client.close();
+}
+
 const [role, a, b] = process.argv.slice(2);
 if (role === "upstream") upstream(Number(a));
+else if (role === "client") await clientOnly(a, Number(b));
 else if (role === "fetch") fetchProxy(Number(a), Number(b));
 else if (role === "h1") h1Proxy(Number(a), Number(b));
 else {
