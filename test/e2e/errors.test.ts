@@ -64,7 +64,7 @@ describe("errors", () => {
     }
   });
 
-  test("aborts the client stream when the upstream dies mid-body", async () => {
+  test("502 upstream_reset when the upstream dies in the middle of a small body (collected whole, nothing sent yet)", async () => {
     const up = await rawUpstream((s) =>
       s.once("data", () => {
         s.write("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + "x".repeat(1000));
@@ -73,11 +73,27 @@ describe("errors", () => {
     );
     const q = await startInProcess(simpleConfig(up.port));
     try {
+      await expectMeshError(await fetch(`${q.url}/`), 502, "upstream_reset", "main");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("aborts the client stream when the upstream dies mid-body after the head was sent", async () => {
+    const up = await rawUpstream((s) =>
+      s.once("data", () => {
+        s.write("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + "x".repeat(1000));
+        setTimeout(() => s.destroy(), 50);
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
       const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", 2000);
       expect(raw.startsWith("HTTP/1.1 200")).toBe(true);
       const body = raw.slice(raw.indexOf("\r\n\r\n") + 4);
-      // Truncation must be visible: the connection closes before the promised 100000 bytes arrive.
-      expect(body.length).toBeLessThan(100000);
+      // Truncation must be visible: the connection closes before the promised 1000000 bytes arrive.
+      expect(body.length).toBeLessThan(1000000);
     } finally {
       await q.stop();
       up.stop();

@@ -28,11 +28,14 @@ export interface ConnectionOwner {
   readonly maxHeadBytes: number;
   readonly expectContinueTimeoutMs: number;
   readonly bodyStrategy: QueuingStrategy<Uint8Array>;
+  /** A body with a Content-Length up to this is collected whole and delivered as a Blob. */
+  readonly collectBytes: number;
 }
 
 const HEAD = 0; // waiting for the final response head
 const BODY = 1; // head delivered, body streaming
 const DONE = 2; // response complete
+const COLLECT = 3; // head parsed, a small body being collected whole before anything is delivered
 
 /** The state of one request on a connection; also the underlying source of the response body stream. */
 class Exchange implements UnderlyingDefaultSource<Uint8Array> {
@@ -203,6 +206,12 @@ export class Connection implements SocketEvents, BodySink {
         // already complete (the usual small response) then needs no live stream at all.
         const decoder = ex.decoder;
         if (decoder !== null) off = decoder.push(chunk, off, this);
+        if (decoder !== null && !decoder.done && this.collectable(ex)) {
+          // Small enough to hold: wait for the rest and deliver one Blob. Sending a Blob costs the
+          // listener a fraction of a streamed body, and a reset before the end is still a clean 502.
+          ex.phase = COLLECT;
+          return;
+        }
         this.deliver(ex);
         if (decoder === null || decoder.done) this.complete(ex, off === chunk.length);
         else this.applyBackpressure(ex);
@@ -210,6 +219,12 @@ export class Connection implements SocketEvents, BodySink {
       }
       const decoder = ex.decoder!;
       const off = decoder.push(chunk, 0, this);
+      if (ex.phase === COLLECT) {
+        if (!decoder.done) return;
+        this.deliver(ex);
+        this.complete(ex, off === chunk.length);
+        return;
+      }
       if (!decoder.done) {
         this.applyBackpressure(ex);
         return;
@@ -261,6 +276,8 @@ export class Connection implements SocketEvents, BodySink {
     if (ex.phase === HEAD) {
       if (ex.retry !== null && ex.received === 0 && !ex.bodyTouched) ex.retry();
       else ex.reject(upstreamError("upstream_reset", "upstream closed the connection before a complete response head", false, error ?? undefined));
+    } else if (ex.phase === COLLECT) {
+      ex.reject(upstreamError("upstream_reset", "upstream closed the connection before the end of the response body", false, error ?? undefined));
     } else if (ex.phase === BODY) {
       if (error === null && ex.decoder!.endsAtClose) {
         ex.controller!.close();
@@ -319,6 +336,12 @@ export class Connection implements SocketEvents, BodySink {
       ex.decoder = new CloseDecoder();
       ex.keepAlive = false;
     }
+  }
+
+  /** Whether the response being read has a declared length small enough to collect whole. */
+  private collectable(ex: Exchange): boolean {
+    const head = ex.final;
+    return head !== null && head.transferEncoding === "none" && head.contentLength !== -1 && head.contentLength <= this.owner.collectBytes;
   }
 
   /** Resolves request() with the final head and a body made of what has arrived so far. */
@@ -456,7 +479,7 @@ export class Connection implements SocketEvents, BodySink {
     if (ex.ended) return;
     this.endExchange(ex);
     this.shut(true);
-    if (ex.phase === HEAD) ex.reject(error);
+    if (ex.phase === HEAD || ex.phase === COLLECT) ex.reject(error);
     else if (ex.phase === BODY) {
       ex.controller!.error(error);
       ex.bodyEnded(error);

@@ -20,6 +20,12 @@ export interface Http1ClientOptions {
   expectContinueTimeoutMs?: number;
   /** Response body bytes buffered ahead of a slow consumer before reading from the upstream pauses. Default 64 KiB. */
   responseBufferBytes?: number;
+  /**
+   * A response whose Content-Length is at most this is read whole before request() resolves and is
+   * delivered as a Blob (cheaper to send than a stream). Larger or unknown-length bodies stream.
+   * Default 128 KiB; 0 streams every body.
+   */
+  collectBodyBytes?: number;
   /** Opens TCP connections. Default: the runtime's own (socket.ts); tests inject failures here. */
   connect?: ConnectFn;
 }
@@ -36,6 +42,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   readonly maxHeadBytes: number;
   readonly expectContinueTimeoutMs: number;
   readonly bodyStrategy: QueuingStrategy<Uint8Array>;
+  readonly collectBytes: number;
   private readonly pool: IdlePool<Connection>;
   private readonly connect: ConnectFn;
   private readonly sweepEveryMs: number;
@@ -48,6 +55,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
     this.maxHeadBytes = option(opts, "maxResponseHeadBytes", 64 * 1024, 64);
     this.expectContinueTimeoutMs = option(opts, "expectContinueTimeoutMs", 1000, 0);
     const highWaterMark = option(opts, "responseBufferBytes", 64 * 1024, 1);
+    this.collectBytes = option(opts, "collectBodyBytes", 128 * 1024, 0);
     if (opts.connect !== undefined && typeof opts.connect !== "function") throw new TypeError("createHttp1Client: option connect must be a function");
     this.connect = opts.connect ?? connectSocket;
     this.bodyStrategy = new ByteLengthQueuingStrategy({ highWaterMark });
