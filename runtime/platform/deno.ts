@@ -45,4 +45,5 @@ export const denoPlatform: Platform = {
     while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off)) as number;
   },
   rss: () => Deno.memoryUsage().rss as number,
+  bufferedBody: (chunks) => new Blob(chunks as unknown as BlobPart[]),
 };

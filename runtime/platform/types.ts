@@ -41,4 +41,9 @@ export interface Platform {
   writeStdout(text: string): void;
   /** Resident set size of this process in bytes. */
   rss(): number;
+  /**
+   * A response body for bytes already in memory (a whole upstream body), in the form this runtime's
+   * listener sends cheapest.
+   */
+  bufferedBody(chunks: readonly Uint8Array[], size: number): BodyInit;
 }

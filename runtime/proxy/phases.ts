@@ -15,6 +15,7 @@ import { randomUUID } from "node:crypto";
 import { ProxyError, errorResponse, toProxyError } from "../errors.ts";
 import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
+import { platform } from "../platform/index.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
 import type { Endpoint, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
@@ -393,11 +394,17 @@ export class Proxy {
     if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
     const init = { status: res.status, statusText: res.statusText, headers };
     if (x.method === "HEAD" || NO_BODY_STATUS(res.status)) {
-      if (res.blob === undefined && res.body !== null) void res.body.cancel().catch(() => {});
+      if (res.chunks === undefined && res.blob === undefined && res.body !== null) void res.body.cancel().catch(() => {});
       return new Response(null, init);
     }
+    if (res.chunks !== undefined) {
+      // The whole body is here: no stream through JS, and the request is complete once it is handed over.
+      let size = 0;
+      for (const c of res.chunks) size += c.byteLength;
+      x.bytesOut = size;
+      return new Response(platform.bufferedBody(res.chunks, size), init);
+    }
     if (res.blob !== undefined) {
-      // The whole body is here: no stream, and the request is complete once the Blob is handed over.
       x.bytesOut = res.blob.size;
       return new Response(res.blob, init);
     }

@@ -120,7 +120,7 @@ clusters:
       const startedAt = performance.now();
       const res = await fetch(`${admin}/filters/swap`, {
         method: "PUT",
-        body: bytes,
+        body: bytes as Uint8Array<ArrayBuffer>,
         headers: { "x-sha256": createHash("sha256").update(bytes).digest("hex") },
       });
       expect(await res.json()).toEqual({ ok: true });

@@ -102,15 +102,19 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   }
 }
 
-/** A response whose body arrived whole with its head: a Blob, and a stream of it only if asked for. */
+/** A response whose body arrived whole: its chunks, and a Blob or a stream of them only if asked for. */
 class BufferedResponse implements UpstreamResponse {
   private stream: ReadableStream<Uint8Array> | null = null;
+  private whole: Blob | null = null;
   constructor(
     readonly status: number,
     readonly statusText: string,
     readonly headers: HeaderList,
-    readonly blob: Blob,
+    readonly chunks: readonly Uint8Array[],
   ) {}
+  get blob(): Blob {
+    return (this.whole ??= new Blob(this.chunks as unknown as BlobPart[]));
+  }
   get body(): ReadableStream<Uint8Array> {
     return (this.stream ??= this.blob.stream());
   }
@@ -355,7 +359,7 @@ export class Connection implements SocketEvents, BodySink {
     } else if (decoder.done) {
       // All of it is here: hand out a Blob, which the listener writes without a JS stream.
       ex.phase = DONE;
-      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, new Blob(ex.early as BlobPart[])));
+      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, ex.early.slice()));
     } else {
       const body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
       for (const part of ex.early) ex.controller!.enqueue(part);
