@@ -177,7 +177,10 @@ clusters:
     const p50Before = pct(before, 50);
     const p50During = pct(during, 50);
     console.log(`plain route p50 ${p50Before.toFixed(2)} ms before, ${p50During.toFixed(2)} ms during; p99 during ${pct(during, 99).toFixed(2)} ms`);
-    expect(p50During).toBeLessThan(p50Before * 3 + 5);
+    // Each runaway call holds the event loop for its CPU budget (5 ms here), so a stream of them costs
+    // everyone a few ms; a filter that hung the proxy would push this to seconds.
+    expect(p50During).toBeLessThan(p50Before * 3 + 10);
+    expect(pct(during, 99)).toBeLessThan(100);
     const metrics = await (await fetch(`http://127.0.0.1:${proxy.admin}/metrics`)).text();
     expect(metrics).toMatch(/mesh_filter_failures_total\{[^}]*filter="kit"[^}]*\} \d+/);
   }, 60_000);
