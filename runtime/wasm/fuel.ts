@@ -82,6 +82,15 @@ function coldFuelPerMs(): number {
   return rates[rates.length >> 1]!;
 }
 
+/**
+ * The lowest rate the budget assumes. The slowest real code measured here runs about 5M fuel/ms once
+ * compiled, but a calibration taken while the CPU is contended (a busy test run, a loaded host) can
+ * come out far lower (0.2M/ms was seen), and a too-low rate starves legitimate filters: a JWT check
+ * then "exceeds" a 5 ms budget. With this floor a runaway in compiled code still stops in well under
+ * its budget; only a cold first call in a slow tier may overrun it.
+ */
+const MIN_FUEL_PER_MS = 2_000_000;
+
 let metering: Metering | null = null;
 
 /** The process's metering, calibrated on first use (~60 ms). */
@@ -89,7 +98,7 @@ export function getMetering(): Metering {
   if (metering) return metering;
   const warmFuelPerMs = calibrateFuelPerMs();
   const coldRate = coldFuelPerMs();
-  const fuelPerMs = Math.max(1000, Math.min(warmFuelPerMs, coldRate));
+  const fuelPerMs = Math.max(MIN_FUEL_PER_MS, Math.min(warmFuelPerMs, coldRate));
   metering = {
     fuelPerMs,
     warmFuelPerMs,
