@@ -523,6 +523,19 @@ describe("connection reuse", () => {
     expect(server.conns.length).toBe(2);
   });
 
+  test("does not resend a non-idempotent request on a fresh connection, even without a body", async () => {
+    const server = rawServer((conn) => {
+      if (takeHead(conn) === null) return;
+      if (conn === server.conns[0] && conn.heads.length === 2) conn.socket.end();
+      else conn.socket.write(OK(`conn${server.conns.indexOf(conn)}`));
+    });
+    const c = client();
+    expect(await text((await c.request(server.endpoint, get(), OPTS)).body)).toBe("conn0");
+    const err = await rejection(c.request(server.endpoint, { method: "POST", target: "/", headers: [], body: null, bodyLength: null }, OPTS));
+    expect(err.code).toBe("upstream_reset");
+    expect(server.conns.length).toBe(1);
+  });
+
   test("does not retry when the request body was already being sent", async () => {
     const server = rawServer((conn) => {
       if (takeHead(conn) === null) return;

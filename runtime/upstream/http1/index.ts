@@ -38,6 +38,8 @@ function option(opts: Http1ClientOptions, name: keyof Http1ClientOptions, fallba
   return value;
 }
 
+const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
 class Http1Client implements UpstreamClient, ConnectionOwner {
   readonly maxHeadBytes: number;
   readonly expectContinueTimeoutMs: number;
@@ -75,8 +77,11 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         this.sendFresh(endpoint, head, req, opts, resolve, reject);
         return;
       }
-      // The upstream may have closed this idle connection just as we picked it: then once more, on a fresh one.
-      pooled.send(head, req, signal, resolve, reject, () => this.sendFresh(endpoint, head, req, opts, resolve, reject));
+      // The upstream may have closed this idle connection just as we picked it: then once more, on a
+      // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
+      // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
+      const retry = IDEMPOTENT.has(req.method) ? () => this.sendFresh(endpoint, head, req, opts, resolve, reject) : null;
+      pooled.send(head, req, signal, resolve, reject, retry);
     });
   }
 
