@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("draining", { signal, inFlight: proxy.stats.inFlight.value });
+    log.info("draining", { signal, inFlight: proxy.inFlight() });
     const { drained } = await proxy.shutdown();
     log.info("stopped", { drained });
     platform.exit(0);

@@ -7,7 +7,7 @@ import type { Config } from "./config/schema.ts";
 import { createAccessLog, disabledAccessLog, type AccessLog } from "./observability/access-log.ts";
 import type { Logger } from "./observability/log.ts";
 import { Registry } from "./observability/metrics.ts";
-import { platform, type Server } from "./platform/index.ts";
+import { platform, type ClientInfo, type Server } from "./platform/index.ts";
 import { Proxy } from "./proxy/phases.ts";
 import { buildSnapshot, type Snapshot } from "./proxy/snapshot.ts";
 import { ProxyStats } from "./proxy/stats.ts";
@@ -123,7 +123,7 @@ export class MeshProxy {
     // Listeners: bind the new ones before anything switches, so a busy port rejects the whole config.
     const wanted = new Map(config.listeners.map((l) => [`${l.address}:${l.port}`, l]));
     const started: RunningListener[] = [];
-    const handler = this.dataPlaneHandler();
+    const handler = this.dataPlane;
     const unbind = () => {
       for (const s of started) void s.server.stop(false);
     };
@@ -185,11 +185,16 @@ export class MeshProxy {
     this.proxy?.setAccessLog(this.accessLog);
   }
 
-  /** The data plane: a Hono app with one catch-all handler running the request phases. */
-  private dataPlaneHandler() {
-    const app = new Hono<{ Bindings: { client: { address: string; port: number } } }>();
+  /** The data plane, shared by every listener: a Hono app with one catch-all handler running the request phases. */
+  private readonly dataPlane = (() => {
+    const app = new Hono<{ Bindings: { client: ClientInfo } }>();
     app.all("*", (c) => this.proxy!.handle(c.req.raw, c.env.client));
-    return (req: Request, client: { address: string; port: number }) => app.fetch(req, { client });
+    return (req: Request, client: ClientInfo) => app.fetch(req, { client });
+  })();
+
+  /** Requests being handled right now. */
+  inFlight(): number {
+    return this.proxy?.active() ?? 0;
   }
 
   private startAdmin(config: Config): Server {
@@ -200,7 +205,7 @@ export class MeshProxy {
         return { version: s.version, source: s.source, loadedAt: s.loadedAt, runtime: `${platform.name} ${platform.version}`, config: s.config };
       },
       metrics: () => {
-        this.stats.inFlight.set(this.proxy?.active() ?? 0);
+        this.stats.inFlight.set(this.inFlight());
         return this.registry.render();
       },
       reload: () => this.reload(),

@@ -99,7 +99,7 @@ export class Proxy {
     return this.snapshot;
   }
 
-  /** Requests started and not yet finished (response body included). */
+  /** Requests started and not yet finished (response body included); the in-flight gauge reads it at scrape time. */
   active(): number {
     return this.inFlight;
   }
@@ -124,7 +124,6 @@ export class Proxy {
       deferred: false,
     };
     this.inFlight++;
-    this.deps.stats.inFlight.inc();
     try {
       const res = await this.run(snap, req, x);
       return this.finish(x, res, null);
@@ -134,7 +133,6 @@ export class Proxy {
       this.deps.stats.errors.labels(e.code).inc();
       const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
       x.bytesOut = Number(res.headers.get("content-length"));
-      x.deferred = false;
       return this.finish(x, res, e.code);
     }
   };
@@ -367,10 +365,12 @@ export class Proxy {
     }
     try {
       const res = await this.deps.client.request(endpoint, req, { signal: ac?.signal, connectTimeoutMs: cluster.config.connectTimeoutMs });
-      cluster.balancer.onEnd(endpoint, performance.now() - started, performance.now(), res.status < 500);
+      const now = performance.now();
+      cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
       return res;
     } catch (err) {
-      cluster.balancer.onEnd(endpoint, performance.now() - started, performance.now(), false);
+      const now = performance.now();
+      cluster.balancer.onEnd(endpoint, now - started, now, false);
       const e = toProxyError(err);
       if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
         this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
@@ -436,7 +436,6 @@ export class Proxy {
     x.logged = true;
     this.inFlight--;
     const { stats, accessLog } = this.deps;
-    stats.inFlight.dec();
     const seconds = (performance.now() - x.startedAt) / 1000;
     const routeName = x.route?.name ?? "";
     stats.countRequest(routeName, x.cluster?.name ?? "", status);

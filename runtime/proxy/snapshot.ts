@@ -49,9 +49,9 @@ export function parseEndpoint(spec: string | { address: string; weight: number }
 }
 
 function buildCluster(c: ClusterConfig, previous: ClusterRuntime | undefined): ClusterRuntime {
-  const endpoints = c.endpoints.map(parseEndpoint);
   // Keep learned balancer state (EWMA latencies, ring) when the cluster did not change.
   if (previous && JSON.stringify(previous.config) === JSON.stringify(c)) return previous;
+  const endpoints = c.endpoints.map(parseEndpoint);
   return {
     name: c.name,
     config: c,

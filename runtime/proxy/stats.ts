@@ -4,6 +4,7 @@ import { Registry, type Counter, type Gauge, type Histogram } from "../observabi
 export class ProxyStats {
   readonly requests: Counter;
   readonly duration: Histogram;
+  /** Set from Proxy.active() when /metrics is scraped, so the hot path does not maintain it. */
   readonly inFlight: ReturnType<Gauge["labels"]>;
   readonly connectFailures: Counter;
   readonly errors: Counter;
