@@ -20,24 +20,37 @@ function formatNumber(n: number): string {
   return Number.isInteger(n) ? String(n) : n.toPrecision(12).replace(/\.?0+$/, "");
 }
 
+/** The child of `children` for these label values, made on first use. */
+function childFor<T>(children: Map<string, T>, values: LabelValues, make: () => T): T {
+  const key = values.join("\u0000");
+  let child = children.get(key);
+  if (child === undefined) {
+    child = make();
+    children.set(key, child);
+  }
+  return child;
+}
+
+type ValueChild = { values: LabelValues; value: number };
+
+/** HELP, TYPE and one sample line per child, for metrics that are a single number per child. */
+function renderValues(out: string[], m: { name: string; help: string; labelNames: readonly string[] }, type: string, children: Map<string, ValueChild>): void {
+  out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${type}`);
+  for (const c of children.values()) out.push(`${m.name}${labelText(m.labelNames, c.values)} ${formatNumber(c.value)}`);
+}
+
 interface Metric {
   readonly name: string;
   render(out: string[]): void;
 }
 
 export class Counter implements Metric {
-  private readonly children = new Map<string, { values: LabelValues; value: number }>();
+  private readonly children = new Map<string, ValueChild>();
   constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
 
   /** The child for these label values; keep it and call inc() on it in hot code. */
   labels(...values: string[]): { inc(n?: number): void; readonly value: number } {
-    const key = values.join("\u0000");
-    let child = this.children.get(key);
-    if (!child) {
-      child = { values, value: 0 };
-      this.children.set(key, child);
-    }
-    const c = child;
+    const c = childFor(this.children, values, () => ({ values, value: 0 }));
     return {
       inc(n = 1) {
         c.value += n;
@@ -53,23 +66,16 @@ export class Counter implements Metric {
   }
 
   render(out: string[]): void {
-    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
-    for (const c of this.children.values()) out.push(`${this.name}${labelText(this.labelNames, c.values)} ${formatNumber(c.value)}`);
+    renderValues(out, this, "counter", this.children);
   }
 }
 
 export class Gauge implements Metric {
-  private readonly children = new Map<string, { values: LabelValues; value: number }>();
+  private readonly children = new Map<string, ValueChild>();
   constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
 
   labels(...values: string[]): { inc(n?: number): void; dec(n?: number): void; set(n: number): void; readonly value: number } {
-    const key = values.join("\u0000");
-    let child = this.children.get(key);
-    if (!child) {
-      child = { values, value: 0 };
-      this.children.set(key, child);
-    }
-    const c = child;
+    const c = childFor(this.children, values, () => ({ values, value: 0 }));
     return {
       inc(n = 1) {
         c.value += n;
@@ -87,8 +93,7 @@ export class Gauge implements Metric {
   }
 
   render(out: string[]): void {
-    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`);
-    for (const c of this.children.values()) out.push(`${this.name}${labelText(this.labelNames, c.values)} ${formatNumber(c.value)}`);
+    renderValues(out, this, "gauge", this.children);
   }
 }
 
@@ -111,13 +116,7 @@ export class Histogram implements Metric {
   ) {}
 
   labels(...values: string[]): HistogramChild {
-    const key = values.join("\u0000");
-    let child = this.children.get(key);
-    if (!child) {
-      child = { values, counts: new Float64Array(this.buckets.length), sum: 0, count: 0 };
-      this.children.set(key, child);
-    }
-    const c = child;
+    const c = childFor(this.children, values, () => ({ values, counts: new Float64Array(this.buckets.length), sum: 0, count: 0 }));
     const buckets = this.buckets;
     return {
       observe(v: number) {
