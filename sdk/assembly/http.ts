@@ -65,6 +65,15 @@ export class Headers {
 }
 
 /** The request being proxied. One instance, reused for every call; read it inside the handler only. */
+/** Copies the request body into the scratch buffer (growing it if needed); its length, or -1 when there is none. */
+function loadBody(): i32 {
+  let n = mesh_body(ptr(), bytes());
+  if (n < 0 || n <= bytes()) return n;
+  reserve(n);
+  n = mesh_body(ptr(), bytes());
+  return n;
+}
+
 export class Request {
   readonly headers: Headers = new Headers(MAP_REQUEST);
 
@@ -133,13 +142,8 @@ export class Request {
    * the smaller of wantBody's limit and the route's maxBodyBytes. Null otherwise.
    */
   body(): Uint8Array | null {
-    let n = mesh_body(ptr(), bytes());
+    const n = loadBody();
     if (n < 0) return null;
-    if (n > bytes()) {
-      reserve(n);
-      n = mesh_body(ptr(), bytes());
-      if (n < 0) return null;
-    }
     const out = new Uint8Array(n);
     memory.copy(out.dataStart, ptr(), <usize>n);
     return out;
@@ -175,13 +179,8 @@ export class Request {
 
   /** The body decoded as UTF-8, or null. */
   bodyText(): string | null {
-    let n = mesh_body(ptr(), bytes());
+    const n = loadBody();
     if (n < 0) return null;
-    if (n > bytes()) {
-      reserve(n);
-      n = mesh_body(ptr(), bytes());
-      if (n < 0) return null;
-    }
     return String.UTF8.decodeUnsafe(ptr(), <usize>n);
   }
 }
