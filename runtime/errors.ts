@@ -1,4 +1,5 @@
 // The one error type of the data plane, and the one place that maps it to a status and a body.
+import type { DownstreamResponse } from "./listener/types.ts";
 
 /** Who caused the error: the client, the upstream, a filter, or the proxy itself. */
 export type ErrorSource = "downstream" | "upstream" | "filter" | "internal";
@@ -18,6 +19,10 @@ export type ErrorCode =
   | "request_body_too_large" // 413
   | "request_headers_too_large" // 431
   | "bad_request" // 400: the client sent something we cannot forward
+  | "request_timeout" // 408: the client did not finish its request head in time
+  | "expectation_failed" // 417: an Expect other than 100-continue
+  | "unsupported_transfer_encoding" // 501: a request transfer coding other than chunked
+  | "http_version_not_supported" // 505: not HTTP/1.x
   | "filter_failed" // 500: a fail-closed filter trapped, ran out of budget or memory
   | "internal"; // 500: a bug in the proxy
 
@@ -32,6 +37,10 @@ const STATUS: Record<ErrorCode, number> = {
   request_body_too_large: 413,
   request_headers_too_large: 431,
   bad_request: 400,
+  request_timeout: 408,
+  expectation_failed: 417,
+  unsupported_transfer_encoding: 501,
+  http_version_not_supported: 505,
   filter_failed: 500,
   internal: 500,
 };
@@ -76,11 +85,13 @@ export function toProxyError(err: unknown): ProxyError {
   return new ProxyError("internal", "internal", message, { cause: err });
 }
 
+const encoder = new TextEncoder();
+
 /**
  * The response the proxy sends for an error it made itself: a small JSON body naming the cause and
  * the route, and an `x-mesh-error` header with the short code.
  */
-export function errorResponse(err: ProxyError, route: string | null, requestId: string): Response {
+export function errorResponse(err: ProxyError, route: string | null, requestId: string): DownstreamResponse {
   const body = JSON.stringify({
     error: err.code,
     message: err.message,
@@ -89,14 +100,17 @@ export function errorResponse(err: ProxyError, route: string | null, requestId: 
     requestId,
     ...err.detail,
   });
-  const bytes = new TextEncoder().encode(body);
-  return new Response(bytes, {
+  const bytes = encoder.encode(body);
+  return {
     status: err.status,
-    headers: {
-      "content-type": "application/json",
-      "content-length": String(bytes.byteLength),
-      "x-mesh-error": err.code,
-      "x-request-id": requestId,
-    },
-  });
+    statusText: "",
+    headers: [
+      ["content-type", "application/json"],
+      ["content-length", String(bytes.byteLength)],
+      ["x-mesh-error", err.code],
+      ["x-request-id", requestId],
+    ],
+    chunks: [bytes],
+    stream: null,
+  };
 }

@@ -1,9 +1,10 @@
 // The running proxy: holds the config, its listeners and the admin API; reloads atomically; drains on stop.
 import { readFile } from "node:fs/promises";
-import { Hono } from "hono";
 import { createAdminApp } from "./admin/app.ts";
 import { parseConfig, type LoadResult } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
+import { fetchHandler } from "./listener/fetch.ts";
+import { createHttp1Server, nativeListenerAvailable, type ListenerLimits } from "./listener/http1/server.ts";
 import { createAccessLog, disabledAccessLog, type AccessLog } from "./observability/access-log.ts";
 import type { Logger } from "./observability/log.ts";
 import { Registry } from "./observability/metrics.ts";
@@ -27,6 +28,12 @@ export interface MeshProxyOptions {
   filterHost?: (metrics: Registry) => Promise<FilterHost>;
   /** Override listener ports (tests use 0). */
   client?: UpstreamClient;
+  /**
+   * "native": our own HTTP/1.1 server (listener/http1), where the runtime has callback sockets (Bun).
+   * "fetch": the runtime's fetch-style server with a Hono app (listener/fetch.ts). Default: native
+   * where available, unless the environment says MESHWASM_LISTENER=fetch.
+   */
+  listener?: "native" | "fetch";
 }
 
 interface RunningListener {
@@ -51,10 +58,18 @@ export class MeshProxy {
   private applying: Promise<unknown> = Promise.resolve();
   private configPath: string | null = null;
 
+  /** Which listener serves the data plane (see MeshProxyOptions.listener). */
+  readonly listenerKind: "native" | "fetch";
+  /** Limits the native listener reads; replaced (not mutated) by each config. */
+  private listenerLimits: ListenerLimits = { maxHeadBytes: 16_384, idleTimeoutMs: 60_000, requestHeadersTimeoutMs: 10_000 };
+
   constructor(opts: MeshProxyOptions) {
     this.log = opts.log;
     this.client = opts.client ?? createHttp1Client();
     this.makeFilterHost = opts.filterHost ?? null;
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MESHWASM_LISTENER;
+    const wanted = opts.listener ?? (env === "fetch" ? "fetch" : "native");
+    this.listenerKind = wanted === "native" && nativeListenerAvailable ? "native" : "fetch";
   }
 
   private async filterHost(): Promise<FilterHost | null> {
@@ -123,14 +138,17 @@ export class MeshProxy {
     // Listeners: bind the new ones before anything switches, so a busy port rejects the whole config.
     const wanted = new Map(config.listeners.map((l) => [`${l.address}:${l.port}`, l]));
     const started: RunningListener[] = [];
-    const handler = this.dataPlane;
+    const previousLimits = this.listenerLimits;
+    const l = config.limits;
+    this.listenerLimits = { maxHeadBytes: l.maxRequestHeaderBytes, idleTimeoutMs: l.idleTimeoutMs, requestHeadersTimeoutMs: l.requestHeadersTimeoutMs };
     const unbind = () => {
       for (const s of started) void s.server.stop(false);
+      this.listenerLimits = previousLimits;
     };
     for (const [key, l] of wanted) {
       if (this.listeners.some((r) => r.key === key)) continue;
       try {
-        const server = platform.serve({ hostname: l.address, port: l.port, handler });
+        const server = this.listen(l.address, l.port);
         started.push({ key, server });
       } catch (err) {
         unbind();
@@ -185,12 +203,21 @@ export class MeshProxy {
     this.proxy?.setAccessLog(this.accessLog);
   }
 
-  /** The data plane, shared by every listener: a Hono app with one catch-all handler running the request phases. */
-  private readonly dataPlane = (() => {
-    const app = new Hono<{ Bindings: { client: ClientInfo } }>();
-    app.all("*", (c) => this.proxy!.handle(c.req.raw, c.env.client));
-    return (req: Request, client: ClientInfo) => app.fetch(req, { client });
-  })();
+  /** A data-plane listener; every one runs the same request phases (proxy/phases.ts). */
+  private listen(hostname: string, port: number): Server {
+    if (this.listenerKind === "native") {
+      return createHttp1Server({
+        hostname,
+        port,
+        handler: (req) => this.proxy!.handle(req),
+        refuse: (err, client, head) => this.proxy!.refuse(err, client, head),
+        limits: () => this.listenerLimits,
+      });
+    }
+    return platform.serve({ hostname, port, handler: this.fetchDataPlane });
+  }
+
+  private readonly fetchDataPlane = fetchHandler(() => this.proxy!.handle);
 
   /** Requests being handled right now. */
   inFlight(): number {

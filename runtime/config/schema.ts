@@ -179,6 +179,10 @@ export const ConfigSchema = v.strictObject({
       maxRequestHeaderBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(256), v.maxValue(1 << 20)), 16_384),
       /** Request body bytes; 0 means unlimited. */
       maxRequestBodyBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0)), 0),
+      /** A keep-alive client connection with no request for this long is closed. */
+      idleTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(86_400_000)), 60_000),
+      /** A request head not complete this long after its first byte gets 408 and the connection closes. */
+      requestHeadersTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(3_600_000)), 10_000),
     }),
     {},
   ),

@@ -19,11 +19,13 @@ export interface AccessLogEntry {
 }
 
 export interface AccessLog {
+  /** False for the disabled log: callers skip building entries nobody reads. */
+  readonly enabled: boolean;
   write(e: AccessLogEntry): void;
   flush(): void;
 }
 
-export const disabledAccessLog: AccessLog = { write() {}, flush() {} };
+export const disabledAccessLog: AccessLog = { enabled: false, write() {}, flush() {} };
 
 /** `path` is "stdout", "stderr" or a file appended to. `stdout` writes via the given function. */
 export function createAccessLog(path: string, writeStdout: (s: string) => void): AccessLog {
@@ -50,6 +52,7 @@ export function createAccessLog(path: string, writeStdout: (s: string) => void):
     }
   };
   return {
+    enabled: true,
     write(e) {
       buf += JSON.stringify(e) + "\n";
       if (buf.length > 65536) flush();

@@ -36,6 +36,7 @@ export const bunPlatform: Platform = {
     process.stdout.write(text);
   },
   rss: () => process.memoryUsage.rss(),
+  collectGarbage: () => Bun.gc(true),
   bufferedBody(chunks, size) {
     // Bun.serve sends a Blob or Uint8Array returned after the request's own tick (any proxied
     // response) through a slow path: 64 KiB cost ~85 us of CPU against ~25 us through a "direct"

@@ -42,6 +42,11 @@ export interface Platform {
   /** Resident set size of this process in bytes. */
   rss(): number;
   /**
+   * Collect garbage now. The listener calls it after every STREAMED_BYTES_PER_COLLECTION bytes of
+   * streamed bodies: JSC frees the big socket buffers that bulk streaming leaves behind only lazily.
+   */
+  collectGarbage(): void;
+  /**
    * A response body for bytes already in memory (a whole upstream body), in the form this runtime's
    * listener sends cheapest.
    */

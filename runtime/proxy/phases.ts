@@ -13,9 +13,9 @@
 // Errors from any phase are ProxyErrors; `handle` turns them into the one error response shape.
 import { randomUUID } from "node:crypto";
 import { ProxyError, errorResponse, toProxyError } from "../errors.ts";
+import type { DownstreamRequest, DownstreamResponse } from "../listener/types.ts";
 import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
-import { platform } from "../platform/index.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
 import type { Endpoint, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
@@ -40,6 +40,8 @@ interface Exchange {
   readonly client: ClientInfo;
   readonly method: string;
   requestId: string;
+  /** The Host header as sent ("" when absent). */
+  host: string;
   target: string;
   route: RouteRuntime | null;
   cluster: ClusterRuntime | null;
@@ -49,7 +51,7 @@ interface Exchange {
   bodyTooLarge: boolean;
   /** The access log line was written (a stream can end, error and be cancelled). */
   logged: boolean;
-  /** Response body bytes, when known before the body is sent (Blob, filter and error bodies). */
+  /** Response body bytes, when known before the body is sent (in-memory, filter and error bodies). */
   bytesOut: number;
   /** A streamed body will report its end through onBodyEnd: log then, not now. */
   deferred: boolean;
@@ -63,9 +65,9 @@ export const MAX_ATTEMPTS = 10;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A filter answered the request itself. */
-async function filterResponse(out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): Promise<Response> {
+async function filterResponse(out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): Promise<DownstreamResponse> {
   if (out.delayMs !== undefined && out.delayMs > 0) await sleep(out.delayMs);
-  return new Response(out.body.byteLength === 0 ? null : (out.body as Uint8Array<ArrayBuffer>), { status: out.status, headers: out.headers });
+  return { status: out.status, statusText: "", headers: out.headers, chunks: [out.body], stream: null };
 }
 
 function filterFailure(out: { filter: string; phase: string; reason: string }): ProxyError {
@@ -104,16 +106,46 @@ export class Proxy {
     return this.inFlight;
   }
 
-  /** Entry point for every downstream request. Never throws. */
-  handle = async (req: Request, client: ClientInfo): Promise<Response> => {
+  /** Entry point for every downstream request. Never rejects. */
+  handle = async (req: DownstreamRequest): Promise<DownstreamResponse> => {
     const snap = this.snapshot;
-    const url = req.url;
-    const x: Exchange = {
+    const x = this.exchange(req.client, req.method, req.target);
+    try {
+      const res = await this.run(snap, req, x);
+      return this.finish(x, res, null);
+    } catch (err) {
+      const e = x.bodyTooLarge ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes") : toProxyError(err);
+      if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
+      this.deps.stats.errors.labels(e.code).inc();
+      const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
+      x.bytesOut = res.chunks![0]!.byteLength;
+      return this.finish(x, res, e.code);
+    }
+  };
+
+  /**
+   * A request the listener refused before the phases (malformed, head too large or too slow): counted,
+   * logged and answered like any other error.
+   */
+  refuse(err: ProxyError, client: ClientInfo, head: { method: string; target: string } | null): DownstreamResponse {
+    const x = this.exchange(client, head?.method ?? "", head?.target ?? "");
+    x.requestId = randomUUID();
+    this.deps.stats.errors.labels(err.code).inc();
+    const res = errorResponse(err, null, x.requestId);
+    x.bytesOut = res.chunks![0]!.byteLength;
+    return this.finish(x, res, err.code);
+  }
+
+  /** A new request's bookkeeping; counted in flight until done() logs it. */
+  private exchange(client: ClientInfo, method: string, target: string): Exchange {
+    this.inFlight++;
+    return {
       startedAt: performance.now(),
       client,
-      method: req.method,
+      method,
       requestId: "",
-      target: url.slice(url.indexOf("/", url.indexOf("//") + 2)),
+      host: "",
+      target,
       route: null,
       cluster: null,
       endpoint: null,
@@ -123,35 +155,22 @@ export class Proxy {
       bytesOut: 0,
       deferred: false,
     };
-    this.inFlight++;
-    try {
-      const res = await this.run(snap, req, x);
-      return this.finish(x, res, null);
-    } catch (err) {
-      const e = x.bodyTooLarge ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes") : toProxyError(err);
-      if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
-      this.deps.stats.errors.labels(e.code).inc();
-      const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
-      x.bytesOut = Number(res.headers.get("content-length"));
-      return this.finish(x, res, e.code);
-    }
-  };
+  }
 
-  private async run(snap: Snapshot, req: Request, x: Exchange): Promise<Response> {
+  private async run(snap: Snapshot, req: DownstreamRequest, x: Exchange): Promise<DownstreamResponse> {
     const headers = req.headers;
-    x.requestId = headers.get("x-request-id") || randomUUID();
 
-    // 1 + 3 share one pass over the headers: measure them and build the upstream list.
+    // 1 + 3 share one pass over the headers: measure them, find the request id, build the upstream list.
     const up = this.upstreamHeaders(snap, req, x);
 
     // 2. route
     const qi = x.target.indexOf("?");
     const path = qi === -1 ? x.target : x.target.slice(0, qi);
     const matched = snap.router.match({
-      host: normalizeHost(headers.get("host") ?? ""),
+      host: normalizeHost(x.host),
       path,
       method: x.method,
-      header: (n) => headers.get(n),
+      header: (n) => getHeader(headers, n),
     });
     if (matched === null) throw new ProxyError("downstream", "no_route", `no route for ${x.method} ${path}`);
     const route = matched.value;
@@ -159,8 +178,7 @@ export class Proxy {
 
     // 1 (body). The length is known up front when the client sent Content-Length.
     const limit = snap.config.limits.maxRequestBodyBytes;
-    const cl = headers.get("content-length");
-    const bodyLength = cl === null ? null : Number(cl);
+    const bodyLength = req.bodyLength;
     if (bodyLength !== null && !(bodyLength >= 0)) throw new ProxyError("downstream", "bad_request", "invalid content-length");
     if (limit > 0 && bodyLength !== null && bodyLength > limit) {
       throw new ProxyError("downstream", "request_body_too_large", `request body of ${bodyLength} bytes exceeds limits.maxRequestBodyBytes (${limit})`);
@@ -224,7 +242,7 @@ export class Proxy {
       const cluster = route.pickCluster(Math.random());
       x.cluster = cluster;
       const hashOn = cluster.config.lb.hashOn;
-      const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => headers.get(n), x.client.address);
+      const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => getHeader(headers, n), x.client.address);
       const endpoint = cluster.balancer.pick(key, performance.now());
       if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
       x.endpoint = endpoint;
@@ -271,26 +289,30 @@ export class Proxy {
   }
 
   /** One pass over the request headers: enforce the size limit, drop hop-by-hop, add forwarding headers. */
-  private upstreamHeaders(snap: Snapshot, req: Request, x: Exchange): HeaderList {
+  private upstreamHeaders(snap: Snapshot, req: DownstreamRequest, x: Exchange): HeaderList {
     const headers = req.headers;
-    const extraHop = connectionTokens(headers.get("connection"));
+    const extraHop = connectionTokens(getHeader(headers, "connection"));
     const out: HeaderList = [];
     let bytes = x.method.length + x.target.length + 12;
     let xff: string | null = null;
     let hasProto = false;
     let hasFwdHost = false;
-    let hasRequestId = false;
+    let requestId = "";
     let host = "";
-    headers.forEach((value, name) => {
+    for (let i = 0; i < headers.length; i++) {
+      const h = headers[i]!;
+      const name = h[0];
+      const value = h[1];
       bytes += name.length + value.length + 4;
-      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) return;
+      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) continue;
       switch (name) {
         case "content-length": // the client sets framing from bodyLength
-        case "expect": // the listener already answered 100 Continue
-          return;
+        case "expect": // the listener answers 100 Continue itself
+          continue;
         case "x-forwarded-for":
-          xff = value;
-          return;
+          // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3).
+          xff = xff === null ? value : `${xff}, ${value}`;
+          continue;
         case "x-forwarded-proto":
           hasProto = true;
           break;
@@ -298,14 +320,16 @@ export class Proxy {
           hasFwdHost = true;
           break;
         case "x-request-id":
-          hasRequestId = true;
+          if (requestId === "") requestId = value;
           break;
         case "host":
           host = value;
           break;
       }
-      out.push([name, value]);
-    });
+      out.push(h);
+    }
+    x.host = host;
+    x.requestId = requestId || randomUUID();
     const limit = snap.config.limits.maxRequestHeaderBytes;
     if (bytes > limit) {
       throw new ProxyError("downstream", "request_headers_too_large", `request headers of ${bytes} bytes exceed limits.maxRequestHeaderBytes (${limit})`);
@@ -313,7 +337,7 @@ export class Proxy {
     out.push(["x-forwarded-for", xff === null ? x.client.address : `${xff}, ${x.client.address}`]);
     if (!hasProto) out.push(["x-forwarded-proto", this.deps.scheme]);
     if (!hasFwdHost && host !== "") out.push(["x-forwarded-host", host]);
-    if (!hasRequestId) out.push(["x-request-id", x.requestId]);
+    if (requestId === "") out.push(["x-request-id", x.requestId]);
     return out;
   }
 
@@ -384,7 +408,7 @@ export class Proxy {
     }
   }
 
-  private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): Response {
+  private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {
     const extraHop = connectionTokens(getHeader(res.headers, "connection"));
     let headers: HeaderList = [];
     for (const h of res.headers) {
@@ -392,23 +416,20 @@ export class Proxy {
       headers.push(h);
     }
     if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
-    const init = { status: res.status, statusText: res.statusText, headers };
+    const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers, chunks: null, stream: null };
     if (x.method === "HEAD" || NO_BODY_STATUS(res.status)) {
-      if (res.chunks === undefined && res.blob === undefined && res.body !== null) void res.body.cancel().catch(() => {});
-      return new Response(null, init);
+      if (res.chunks === undefined && res.body !== null) void res.body.cancel().catch(() => {});
+      return out;
     }
     if (res.chunks !== undefined) {
       // The whole body is here: no stream through JS, and the request is complete once it is handed over.
       let size = 0;
       for (const c of res.chunks) size += c.byteLength;
       x.bytesOut = size;
-      return new Response(platform.bufferedBody(res.chunks, size), init);
+      out.chunks = res.chunks;
+      return out;
     }
-    if (res.blob !== undefined) {
-      x.bytesOut = res.blob.size;
-      return new Response(res.blob, init);
-    }
-    if (res.body === null) return new Response(null, init);
+    if (res.body === null) return out;
     // 9 (deferred): the log line and metrics wait for the end of the streamed body.
     x.deferred = true;
     const status = res.status;
@@ -422,11 +443,12 @@ export class Proxy {
       }
       this.done(x, status, bytes, code);
     };
-    return new Response(res.body, init);
+    out.stream = res.body;
+    return out;
   }
 
   /** 9. logging, for every response not streamed from an upstream (those log when their body ends). */
-  private finish(x: Exchange, res: Response, error: string | null): Response {
+  private finish(x: Exchange, res: DownstreamResponse, error: string | null): DownstreamResponse {
     if (!x.deferred) this.done(x, res.status, x.bytesOut, error);
     return res;
   }
@@ -440,6 +462,7 @@ export class Proxy {
     const routeName = x.route?.name ?? "";
     stats.countRequest(routeName, x.cluster?.name ?? "", status);
     stats.observeDuration(routeName, seconds);
+    if (!accessLog.enabled) return;
     accessLog.write({
       time: new Date().toISOString(),
       requestId: x.requestId,

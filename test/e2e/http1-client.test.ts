@@ -594,7 +594,7 @@ describe("errors", () => {
 
   test("closes a socket whose connect finished after the timeout", async () => {
     let destroyed = false;
-    const late = { write: () => true, pause() {}, resume() {}, close() {}, destroy: () => void (destroyed = true) };
+    const late = { write: () => true, writeCopy: () => true, pause() {}, resume() {}, close() {}, destroy: () => void (destroyed = true) };
     const c = client({ connect: () => sleep(100).then(() => late) });
     await rejection(c.request(endpoint(9), get(), { connectTimeoutMs: 20 }));
     await until(() => destroyed);

@@ -13,7 +13,7 @@ import {
   type BodySink,
   type ResponseHead,
 } from "./response-parser.ts";
-import type { Socket, SocketEvents } from "./socket.ts";
+import type { Socket, SocketEvents } from "../../platform/tcp.ts";
 
 export function upstreamError(code: ErrorCode, message: string, retryable = false, cause?: unknown): ProxyError {
   return new ProxyError("upstream", code, message, { retryable, cause });

@@ -4,9 +4,9 @@ import type { Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, Upstrea
 import { Connection, upstreamError, type ConnectionOwner } from "./connection.ts";
 import { IdlePool } from "./pool.ts";
 import { buildRequestHead, type RequestHead } from "./request-head.ts";
-import { ConnectError, connectSocket, type ConnectFn, type Socket } from "./socket.ts";
+import { ConnectError, connectSocket, type ConnectFn, type Socket } from "../../platform/tcp.ts";
 
-export type { ConnectFn, Socket, SocketEvents } from "./socket.ts";
+export type { ConnectFn, Socket, SocketEvents } from "../../platform/tcp.ts";
 export { ConnectError };
 
 export interface Http1ClientOptions {

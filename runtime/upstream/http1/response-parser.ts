@@ -100,7 +100,7 @@ export class HeadReader {
 }
 
 // tchar from RFC 9110 section 5.6.2.
-const TOKEN = new Uint8Array(128);
+export const TOKEN = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
 
 // Upstreams send the same few capitalised names ("Content-Type") over and over; lower-casing allocates.
@@ -121,7 +121,7 @@ function isOws(c: number): boolean {
 }
 
 /** Header value chars: anything but controls (HTAB is fine) and DEL. */
-function checkValueChars(text: string, from: number, to: number, what: string): void {
+export function checkValueChars(text: string, from: number, to: number, what: string): void {
   for (let i = from; i < to; i++) {
     const c = text.charCodeAt(i);
     if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError(`${what} contains control character 0x${c.toString(16)}`);
@@ -129,7 +129,7 @@ function checkValueChars(text: string, from: number, to: number, what: string): 
 }
 
 /** "42", or "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6). */
-function parseContentLength(value: string): number {
+export function parseContentLength(value: string): number {
   const len = value.length;
   if (len > 0 && len <= 15) {
     let n = 0;
@@ -158,52 +158,33 @@ function lastListElement(value: string): string {
   return (comma === -1 ? value : value.slice(comma + 1)).trim().toLowerCase();
 }
 
-function listHas(value: string, token: string): boolean {
+export function listHas(value: string, token: string): boolean {
   const lower = value.toLowerCase();
   if (lower === token) return true;
   for (const part of lower.split(",")) if (part.trim() === token) return true;
   return false;
 }
 
-/** Parses a head as returned by HeadReader.push (status line, header lines, empty line). */
-export function parseResponseHead(text: string): ResponseHead {
-  let eol = text.indexOf("\r\n");
-  // "HTTP/1.1 200" is the shortest status line; the reason phrase may be empty and so may its space.
-  if (
-    eol < 12 ||
-    !text.startsWith("HTTP/1.") ||
-    (text.charCodeAt(7) !== 0x30 && text.charCodeAt(7) !== 0x31) ||
-    text.charCodeAt(8) !== 0x20 ||
-    (eol > 12 && text.charCodeAt(12) !== 0x20)
-  ) {
-    throw new ParseError(`malformed status line ${JSON.stringify(text.slice(0, Math.min(eol === -1 ? 64 : eol, 64)))}`);
-  }
-  let status = 0;
-  for (let i = 9; i < 12; i++) {
-    const d = text.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) throw new ParseError(`malformed status code ${JSON.stringify(text.slice(9, 12))}`);
-    status = status * 10 + d;
-  }
-  if (status < 100) throw new ParseError(`status code ${status} is out of range`);
-  checkValueChars(text, 13, eol, "reason phrase");
+/** What the header lines say about framing; filled in by parseHeaderFields. */
+export interface HeaderFields {
+  headers: HeaderList;
+  contentLength: number;
+  transferEncoding: "none" | "chunked" | "other";
+  connectionClose: boolean;
+  connectionKeepAlive: boolean;
+}
 
-  const head: ResponseHead = {
-    status,
-    statusText: eol > 13 ? text.slice(13, eol) : "",
-    headers: [],
-    minor: text.charCodeAt(7) - 0x30,
-    contentLength: -1,
-    transferEncoding: "none",
-    connectionClose: false,
-    connectionKeepAlive: false,
-  };
-
+/**
+ * Parses the header lines of a head (requests and responses alike) from `pos` to the final empty
+ * line: names checked and lower-cased, values trimmed and checked, framing headers interpreted.
+ */
+export function parseHeaderFields(text: string, pos: number, head: HeaderFields): void {
+  let eol: number;
   const last = text.length - 2; // where the final empty line starts
-  let pos = eol + 2;
   while (pos < last) {
     eol = text.indexOf("\r\n", pos);
     const first = text.charCodeAt(pos);
-    if (isOws(first)) throw new ParseError("obsolete line folding in response headers");
+    if (isOws(first)) throw new ParseError("obsolete line folding in headers");
     const colon = text.indexOf(":", pos);
     if (colon === -1 || colon > eol) throw new ParseError(`header line without a colon ${JSON.stringify(text.slice(pos, Math.min(eol, pos + 64)))}`);
     if (colon === pos) throw new ParseError("header with an empty name");
@@ -243,6 +224,42 @@ export function parseResponseHead(text: string): ResponseHead {
     head.headers.push([name, value]);
     pos = eol + 2;
   }
+}
+
+/** Parses a head as returned by HeadReader.push (status line, header lines, empty line). */
+export function parseResponseHead(text: string): ResponseHead {
+  let eol = text.indexOf("\r\n");
+  // "HTTP/1.1 200" is the shortest status line; the reason phrase may be empty and so may its space.
+  if (
+    eol < 12 ||
+    !text.startsWith("HTTP/1.") ||
+    (text.charCodeAt(7) !== 0x30 && text.charCodeAt(7) !== 0x31) ||
+    text.charCodeAt(8) !== 0x20 ||
+    (eol > 12 && text.charCodeAt(12) !== 0x20)
+  ) {
+    throw new ParseError(`malformed status line ${JSON.stringify(text.slice(0, Math.min(eol === -1 ? 64 : eol, 64)))}`);
+  }
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = text.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) throw new ParseError(`malformed status code ${JSON.stringify(text.slice(9, 12))}`);
+    status = status * 10 + d;
+  }
+  if (status < 100) throw new ParseError(`status code ${status} is out of range`);
+  checkValueChars(text, 13, eol, "reason phrase");
+
+  const head: ResponseHead = {
+    status,
+    statusText: eol > 13 ? text.slice(13, eol) : "",
+    headers: [],
+    minor: text.charCodeAt(7) - 0x30,
+    contentLength: -1,
+    transferEncoding: "none",
+    connectionClose: false,
+    connectionKeepAlive: false,
+  };
+
+  parseHeaderFields(text, eol + 2, head);
   return head;
 }
 

@@ -1,4 +1,4 @@
-// A tiny callback TCP socket over Bun.connect or Deno.connect: the only file that knows which runtime it runs on.
+// TCP sockets over Bun or Deno, as callbacks: the only file that knows which runtime a socket runs on.
 
 /** What a socket reports. The connection that owns the socket implements this. */
 export interface SocketEvents {
@@ -19,6 +19,8 @@ export interface Socket {
    * Returns false when something is queued; wait for onDrain before writing more.
    */
   write(data: string | Uint8Array): boolean;
+  /** Like write(), but `data` is the caller's to reuse once this returns: what must wait is copied. */
+  writeCopy(data: Uint8Array): boolean;
   /** Stop reading from the peer (TCP flow control pushes back), until resume(). */
   pause(): void;
   resume(): void;
@@ -59,6 +61,8 @@ function toConnectError(err: unknown, host: string, port: number): ConnectError 
 
 interface BunRawSocket {
   data: BunSocket;
+  readonly remoteAddress: string;
+  readonly remotePort?: number;
   write(data: string | Uint8Array, byteOffset?: number, byteLength?: number): number;
   pause(): void;
   resume(): void;
@@ -74,6 +78,7 @@ interface BunLike {
     data: BunSocket;
     socket: typeof BUN_HANDLERS;
   }): Promise<BunRawSocket>;
+  listen(options: { hostname: string; port: number; socket: typeof BUN_HANDLERS }): { port: number; stop(closeActive?: boolean): void };
 }
 
 class BunSocket implements Socket {
@@ -81,7 +86,7 @@ class BunSocket implements Socket {
   private queue: (string | Uint8Array)[] | null = null;
   private closed = false;
 
-  constructor(readonly events: SocketEvents) {}
+  constructor(public events: SocketEvents) {}
 
   write(data: string | Uint8Array): boolean {
     if (this.closed || this.raw === null) return false;
@@ -94,6 +99,18 @@ class BunSocket implements Socket {
     if (n === data.length) return true;
     // -1: the socket is closing; the close handler reports it. Keep the data so nothing is half-sent silently.
     this.queue = [n <= 0 ? data : rest(data, n)];
+    return false;
+  }
+
+  writeCopy(data: Uint8Array): boolean {
+    if (this.closed || this.raw === null) return false;
+    if (this.queue !== null) {
+      this.queue.push(data.slice());
+      return false;
+    }
+    const n = this.raw.write(data);
+    if (n === data.length) return true;
+    this.queue = [data.slice(n <= 0 ? 0 : n)];
     return false;
   }
 
@@ -235,6 +252,10 @@ class DenoSocket implements Socket {
     return false;
   }
 
+  writeCopy(data: Uint8Array): boolean {
+    return this.write(data.slice());
+  }
+
   pause(): void {
     this.paused = true;
   }
@@ -324,6 +345,38 @@ function connectDeno(deno: DenoLike): ConnectFn {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Listening: Bun.listen with the same socket wrapper. Deno has no callback listener here yet; the
+// proxy runs its fetch-style listener there (listener/fetch.ts).
+
+export interface TcpServer {
+  readonly port: number;
+  /** Stop accepting; open connections are the caller's to close. */
+  stop(): void;
+}
+
+/** Called for each accepted connection with its socket; returns who receives the socket's events. */
+export type AcceptFn = (socket: Socket, remote: { address: string; port: number }) => SocketEvents;
+
+export type ListenFn = (host: string, port: number, accept: AcceptFn) => TcpServer;
+
+const NO_EVENTS: SocketEvents = { onData() {}, onDrain() {}, onClose() {} };
+
+function listenBun(bun: BunLike): ListenFn {
+  return (host, port, accept) => {
+    const handlers = {
+      ...BUN_HANDLERS,
+      open(s: BunRawSocket) {
+        const socket = new BunSocket(NO_EVENTS);
+        socket.raw = s;
+        s.data = socket;
+        s.setNoDelay(true);
+        socket.events = accept(socket, { address: s.remoteAddress, port: s.remotePort ?? 0 });
+      },
+    };
+    const listener = bun.listen({ hostname: host, port, socket: handlers });
+    return { port: listener.port, stop: () => listener.stop(false) };
+  };
+}
 
 const runtime = globalThis as unknown as { Bun?: BunLike; Deno?: DenoLike };
 
@@ -334,3 +387,6 @@ export const connectSocket: ConnectFn =
     : runtime.Deno !== undefined
       ? connectDeno(runtime.Deno)
       : () => Promise.reject(new Error("no TCP socket API: meshwasm runs on Bun or Deno"));
+
+/** Listens with our own socket callbacks, where the runtime has them (Bun); undefined elsewhere. */
+export const listenTcp: ListenFn | undefined = runtime.Bun !== undefined ? listenBun(runtime.Bun) : undefined;

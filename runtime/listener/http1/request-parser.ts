@@ -1,0 +1,121 @@
+// Request heads from downstream clients: the request line, then the header lines (shared with the
+// upstream client's response parser), then the checks a proxy must make before it forwards anything.
+import { ProxyError, type ErrorCode } from "../../errors.ts";
+import type { HeaderList } from "../../upstream/types.ts";
+import { ParseError, TOKEN, parseHeaderFields } from "../../upstream/http1/response-parser.ts";
+
+export interface RequestHead {
+  method: string;
+  /** Origin form ("/p?q"), or "*" for OPTIONS; an absolute-form target is reduced to its path and query. */
+  target: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and any later 1.x). */
+  minor: number;
+  headers: HeaderList;
+  contentLength: number;
+  transferEncoding: "none" | "chunked" | "other";
+  connectionClose: boolean;
+  connectionKeepAlive: boolean;
+  /** The request asked for `100 Continue` before sending its body. */
+  expectContinue: boolean;
+}
+
+function reject(code: ErrorCode, message: string): ProxyError {
+  return new ProxyError("downstream", code, message);
+}
+
+/** A target char: visible ASCII (RFC 3986 chars and the odd ones clients send anyway, like `|` and `{`). */
+function checkTarget(text: string, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) throw reject("bad_request", `request target contains byte 0x${c.toString(16)}`);
+  }
+}
+
+/**
+ * Parses a head as returned by HeadReader.push (request line, header lines, empty line). Throws a
+ * ProxyError (source "downstream") whose code picks the status: bad_request, http_version_not_supported,
+ * unsupported_transfer_encoding, expectation_failed.
+ */
+export function parseRequestHead(text: string): RequestHead {
+  // RFC 9112 section 2.2: a server SHOULD ignore empty lines before the request line.
+  let start = 0;
+  while (text.startsWith("\r\n", start)) start += 2;
+  const eol = text.indexOf("\r\n", start);
+  const sp1 = text.indexOf(" ", start);
+  const sp2 = sp1 === -1 ? -1 : text.indexOf(" ", sp1 + 1);
+  if (sp1 <= start || sp2 === -1 || sp2 > eol || sp2 === sp1 + 1 || eol - sp2 !== 9 || !text.startsWith("HTTP/", sp2 + 1) || text.charCodeAt(sp2 + 7) !== 0x2e) {
+    throw reject("bad_request", `malformed request line ${JSON.stringify(text.slice(start, Math.min(eol, start + 64)))}`);
+  }
+  for (let i = start; i < sp1; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || TOKEN[c] === 0) throw reject("bad_request", `invalid method ${JSON.stringify(text.slice(start, sp1))}`);
+  }
+  const major = text.charCodeAt(sp2 + 6) - 0x30;
+  const minorDigit = text.charCodeAt(sp2 + 8) - 0x30;
+  if (major < 0 || major > 9 || minorDigit < 0 || minorDigit > 9) {
+    throw reject("bad_request", `malformed HTTP version ${JSON.stringify(text.slice(sp2 + 1, eol))}`);
+  }
+  if (major !== 1) throw reject("http_version_not_supported", `HTTP/${major}.${minorDigit} is not supported; this listener speaks HTTP/1.1`);
+  checkTarget(text, sp1 + 1, sp2);
+  const method = text.slice(start, sp1);
+  let target = text.slice(sp1 + 1, sp2);
+
+  if (target.charCodeAt(0) !== 0x2f /* "/" */) {
+    if (target === "*" && method === "OPTIONS") {
+      // asterisk form: forwarded as is
+    } else if (/^https?:\/\//i.test(target)) {
+      // absolute form (RFC 9112 section 3.2.2): forward the path and query; a missing path is "/".
+      const slash = target.indexOf("/", target.indexOf("//") + 2);
+      const query = target.indexOf("?", target.indexOf("//") + 2);
+      target = slash === -1 || (query !== -1 && query < slash) ? "/" + (query === -1 ? "" : target.slice(query)) : target.slice(slash);
+    } else {
+      throw reject("bad_request", `request target ${JSON.stringify(target.slice(0, 64))} is not a path`);
+    }
+  }
+
+  const head: RequestHead = {
+    method,
+    target,
+    minor: minorDigit === 0 ? 0 : 1,
+    headers: [],
+    contentLength: -1,
+    transferEncoding: "none",
+    connectionClose: false,
+    connectionKeepAlive: false,
+    expectContinue: false,
+  };
+  try {
+    parseHeaderFields(text, eol + 2, head);
+  } catch (err) {
+    if (err instanceof ParseError) throw reject("bad_request", err.message);
+    throw err;
+  }
+
+  let host = 0;
+  let codings = "";
+  for (const h of head.headers) {
+    const name = h[0];
+    if (name === "host") host++;
+    else if (name === "expect") {
+      if (h[1].toLowerCase() !== "100-continue") throw reject("expectation_failed", `unsupported expectation ${JSON.stringify(h[1].slice(0, 64))}`);
+      head.expectContinue = head.minor === 1;
+    } else if (name === "transfer-encoding") {
+      codings = codings === "" ? h[1] : `${codings}, ${h[1]}`;
+    }
+  }
+  if (codings !== "") {
+    // RFC 9112 section 6.3: a request whose final coding is not chunked has no knowable length (400);
+    // codings under chunked (gzip, chunked) we do not decode, and the upstream would never learn of them (501).
+    const list = codings.toLowerCase().split(",").map((c) => c.trim());
+    if (list[list.length - 1] !== "chunked") throw reject("bad_request", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} does not end in chunked`);
+    if (list.length > 1) throw reject("unsupported_transfer_encoding", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} is not supported; only chunked is`);
+  }
+  // RFC 9112 section 3.2: exactly one Host in HTTP/1.1; at most one in HTTP/1.0.
+  if (host === 0 && head.minor === 1) throw reject("bad_request", "HTTP/1.1 request without a Host header");
+  if (host > 1) throw reject("bad_request", "more than one Host header");
+  // Both framings at once is how request smuggling starts (RFC 9112 section 6.3): refuse rather than guess.
+  if (head.transferEncoding !== "none" && head.contentLength !== -1) {
+    throw reject("bad_request", "request has both Transfer-Encoding and Content-Length");
+  }
+  return head;
+}

@@ -1,0 +1,38 @@
+// The contract between a downstream listener and the request phases: plain data, no fetch objects.
+//
+// Two listeners implement it: our own HTTP/1.1 server (listener/http1, over the platform's TCP
+// sockets: no Request, Headers or Response objects on the hot path) and the fetch adapter
+// (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's fetch-style server.
+import type { ClientInfo } from "../platform/types.ts";
+import type { HeaderList } from "../upstream/types.ts";
+
+export interface DownstreamRequest {
+  readonly method: string;
+  /** Path and query in origin form, byte for byte as the client sent them (absolute-form already reduced). */
+  readonly target: string;
+  /** Lower-case names, wire order, duplicates kept; framing headers (content-length, transfer-encoding) included as sent. */
+  readonly headers: HeaderList;
+  /** The body as it arrives, de-framed; null when the request has none. */
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Content-Length when the client sent one, null for a chunked or absent body. */
+  readonly bodyLength: number | null;
+  readonly client: ClientInfo;
+}
+
+export interface DownstreamResponse {
+  status: number;
+  /** Reason phrase; "" means the standard one. */
+  statusText: string;
+  /**
+   * Lower-case names. A Content-Length here is kept for a streamed or bodyless response (HEAD, 304
+   * answer with the size of the representation); for `chunks` the listener writes the real size.
+   */
+  headers: HeaderList;
+  /** The whole body, already in memory (proxy-made responses, small upstream responses). */
+  chunks: readonly Uint8Array[] | null;
+  /** Or a streamed body. Both null: no body. */
+  stream: ReadableStream<Uint8Array> | null;
+}
+
+/** Runs the phases for one request; never rejects. */
+export type DownstreamHandler = (req: DownstreamRequest) => Promise<DownstreamResponse>;
