@@ -19,8 +19,8 @@ export interface Socket {
    * Returns false when something is queued; wait for onDrain before writing more.
    */
   write(data: string | Uint8Array): boolean;
-  /** Like write(), but `data` is the caller's to reuse once this returns: what must wait is copied. */
-  writeCopy(data: Uint8Array): boolean;
+  /** Like write() of data[0..length), but `data` is the caller's to reuse once this returns: what must wait is copied. */
+  writeCopy(data: Uint8Array, length: number): boolean;
   /** Stop reading from the peer (TCP flow control pushes back), until resume(). */
   pause(): void;
   resume(): void;
@@ -102,15 +102,16 @@ class BunSocket implements Socket {
     return false;
   }
 
-  writeCopy(data: Uint8Array): boolean {
+  writeCopy(data: Uint8Array, length: number): boolean {
     if (this.closed || this.raw === null) return false;
     if (this.queue !== null) {
-      this.queue.push(data.slice());
+      this.queue.push(data.slice(0, length));
       return false;
     }
-    const n = this.raw.write(data);
-    if (n === data.length) return true;
-    this.queue = [data.slice(n <= 0 ? 0 : n)];
+    // Offset and length instead of a subarray: one object less per response.
+    const n = this.raw.write(data, 0, length);
+    if (n === length) return true;
+    this.queue = [data.slice(n <= 0 ? 0 : n, length)];
     return false;
   }
 
@@ -252,8 +253,8 @@ class DenoSocket implements Socket {
     return false;
   }
 
-  writeCopy(data: Uint8Array): boolean {
-    return this.write(data.slice());
+  writeCopy(data: Uint8Array, length: number): boolean {
+    return this.write(data.slice(0, length));
   }
 
   pause(): void {

@@ -380,15 +380,8 @@ export class Proxy {
   ): Promise<UpstreamResponse> {
     const started = performance.now();
     cluster.balancer.onStart(endpoint);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let ac: AbortController | undefined;
-    if (timeoutMs !== Infinity) {
-      ac = new AbortController();
-      const c = ac;
-      timer = setTimeout(() => c.abort(), timeoutMs);
-    }
     try {
-      const res = await this.deps.client.request(endpoint, req, { signal: ac?.signal, connectTimeoutMs: cluster.config.connectTimeoutMs });
+      const res = await this.deps.client.request(endpoint, req, { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs });
       const now = performance.now();
       cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
       return res;
@@ -403,8 +396,6 @@ export class Proxy {
         throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
       }
       throw e;
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
     }
   }
 

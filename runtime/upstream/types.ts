@@ -48,9 +48,22 @@ export interface UpstreamResponse {
   onBodyEnd?: ((bytes: number, error: unknown) => void) | null;
 }
 
+/** The part of AbortSignal the client uses; an AbortSignal is one. */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: "abort", fn: () => void): void;
+  removeEventListener(type: "abort", fn: () => void): void;
+}
+
 export interface ForwardOptions {
   /** Aborting it before the response head arrives rejects with upstream_timeout; after, it errors the body stream. */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
+  /**
+   * Time for the whole exchange up to the response head (the whole response when its body is read
+   * before request() resolves): then as if `signal` aborted. Cheaper than an AbortController with a
+   * timer, which cost ~2.5 us of CPU per proxied request (bench/README.md).
+   */
+  timeoutMs?: number;
   connectTimeoutMs: number;
 }
 

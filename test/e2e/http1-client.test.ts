@@ -654,6 +654,34 @@ describe("errors", () => {
     await until(() => server.conns[0].closed);
   });
 
+  test("timeoutMs rejects upstream_timeout before the head, and the connection is closed", async () => {
+    const server = rawServer((conn) => void takeHead(conn)); // never answers
+    const started = Date.now();
+    const err = await rejection(client().request(server.endpoint, get(), { connectTimeoutMs: 1000, timeoutMs: 60 }));
+    expect(err.code).toBe("upstream_timeout");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(55);
+    await until(() => server.conns[0].closed);
+  });
+
+  test("timeoutMs covers the connect too, and an outer signal still cancels", async () => {
+    const hanging = client({ connect: () => new Promise(() => {}) });
+    expect((await rejection(hanging.request(endpoint(9), get(), { connectTimeoutMs: 5000, timeoutMs: 30 }))).code).toBe("upstream_timeout");
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 20);
+    const err = await rejection(hanging.request(endpoint(9), get(), { connectTimeoutMs: 5000, timeoutMs: 10_000, signal: controller.signal }));
+    expect(err.code).toBe("upstream_timeout");
+  });
+
+  test("timeoutMs stops counting once the response is in: a later body is not cut", async () => {
+    const server = rawServer((conn) => {
+      if (takeHead(conn) === null) return;
+      conn.socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n");
+      setTimeout(() => conn.socket.write("0\r\n\r\n"), 120);
+    });
+    const res = await client().request(server.endpoint, get(), { connectTimeoutMs: 1000, timeoutMs: 50 });
+    expect(await text(res.body)).toBe("abc");
+  });
+
   test("rejects upstream_timeout at once for a signal that already fired", async () => {
     const server = answering(() => OK("x"));
     const err = await rejection(client().request(server.endpoint, get(), { connectTimeoutMs: 1000, signal: AbortSignal.abort() }));

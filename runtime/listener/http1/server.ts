@@ -340,10 +340,15 @@ class ServerConnection implements SocketEvents {
 
   // Writing responses
 
-  /** `transient`: the bytes live in the shared scratch buffer, so what waits must be copied. */
-  private write(data: string | Uint8Array, transient = false): void {
+  private write(data: string | Uint8Array): void {
     if (this.state === CLOSED) return;
-    if (!(transient ? this.socket.writeCopy(data as Uint8Array) : this.socket.write(data))) this.blocked = true;
+    if (!this.socket.write(data)) this.blocked = true;
+  }
+
+  /** Writes scratch[0..length): the shared buffer, so what must wait is copied. */
+  private writeScratch(scratch: Uint8Array, length: number): void {
+    if (this.state === CLOSED) return;
+    if (!this.socket.writeCopy(scratch, length)) this.blocked = true;
   }
 
   /** Runs `fn` once the socket has taken everything written so far. */
@@ -441,7 +446,7 @@ class ServerConnection implements SocketEvents {
           at += c.byteLength;
         }
       }
-      this.write(buf.subarray(0, at), true);
+      this.writeScratch(buf, at);
     }
     if (stream !== null) return this.pump(stream.getReader(), chunked);
     this.whenWritable(() => this.responded());

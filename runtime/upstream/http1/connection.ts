@@ -1,6 +1,6 @@
 // One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import type { BodyFraming, RequestHead } from "./request-head.ts";
 import {
   ChunkedDecoder,
@@ -67,7 +67,7 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
     readonly conn: Connection,
     readonly req: UpstreamRequest,
     readonly head: RequestHead,
-    readonly signal: AbortSignal | undefined,
+    readonly signal: CancelSignal | undefined,
     readonly resolve: (res: UpstreamResponse) => void,
     readonly reject: (err: unknown) => void,
     /** Set on a pooled connection: sends the request again on a fresh one if this one turns out stale. */
@@ -154,7 +154,7 @@ export class Connection implements SocketEvents, BodySink {
   send(
     head: RequestHead,
     req: UpstreamRequest,
-    signal: AbortSignal | undefined,
+    signal: CancelSignal | undefined,
     resolve: (res: UpstreamResponse) => void,
     reject: (err: unknown) => void,
     retry: (() => void) | null,

@@ -1,6 +1,6 @@
 // The HTTP/1.1 upstream client: keep-alive pooling, streamed bodies both ways, errors as ProxyError.
 import { ProxyError } from "../../errors.ts";
-import type { Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import { Connection, upstreamError, type ConnectionOwner } from "./connection.ts";
 import { IdlePool } from "./pool.ts";
 import { buildRequestHead, type RequestHead } from "./request-head.ts";
@@ -70,17 +70,32 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
     return new Promise<UpstreamResponse>((resolve, reject) => {
       if (this.closed) throw new ProxyError("internal", "internal", "the upstream client is closed");
       const head = buildRequestHead(req, endpoint.key);
-      const signal = opts.signal;
+      let signal = opts.signal;
       if (signal?.aborted) throw aborted();
+      const ms = opts.timeoutMs;
+      if (ms !== undefined && ms !== Infinity) {
+        const timer = new TimerSignal(ms, signal);
+        signal = timer;
+        const settle = resolve;
+        const fail = reject;
+        resolve = (res) => {
+          timer.clear();
+          settle(res);
+        };
+        reject = (err) => {
+          timer.clear();
+          fail(err);
+        };
+      }
       const pooled = this.pool.acquire(endpoint.key, performance.now());
       if (pooled === null) {
-        this.sendFresh(endpoint, head, req, opts, resolve, reject);
+        this.sendFresh(endpoint, head, req, opts, signal, resolve, reject);
         return;
       }
       // The upstream may have closed this idle connection just as we picked it: then once more, on a
       // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
       // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
-      const retry = IDEMPOTENT.has(req.method) ? () => this.sendFresh(endpoint, head, req, opts, resolve, reject) : null;
+      const retry = IDEMPOTENT.has(req.method) ? () => this.sendFresh(endpoint, head, req, opts, signal, resolve, reject) : null;
       pooled.send(head, req, signal, resolve, reject, retry);
     });
   }
@@ -125,19 +140,19 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
     head: RequestHead,
     req: UpstreamRequest,
     opts: ForwardOptions,
+    signal: CancelSignal | undefined,
     resolve: (res: UpstreamResponse) => void,
     reject: (err: unknown) => void,
   ): void {
-    this.open(endpoint, opts).then((conn) => conn.send(head, req, opts.signal, resolve, reject, null), reject);
+    this.open(endpoint, opts.connectTimeoutMs, signal).then((conn) => conn.send(head, req, signal, resolve, reject, null), reject);
   }
 
   /** Connects, bounded by connectTimeoutMs and the request's signal. */
-  private open(endpoint: Endpoint, opts: ForwardOptions): Promise<Connection> {
+  private open(endpoint: Endpoint, connectTimeoutMs: number, signal: CancelSignal | undefined): Promise<Connection> {
     const conn = new Connection(endpoint.key, this);
     return new Promise<Connection>((resolve, reject) => {
       let settled = false;
       let timer: ReturnType<typeof setTimeout> | null = null;
-      const signal = opts.signal;
       const onAbort = () => settle(aborted());
       const settle = (err: unknown) => {
         if (settled) return;
@@ -147,7 +162,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         if (err === null) resolve(conn);
         else reject(err);
       };
-      const ms = opts.connectTimeoutMs;
+      const ms = connectTimeoutMs;
       if (ms > 0 && ms !== Infinity) {
         timer = setTimeout(
           () => settle(upstreamError("upstream_connect_timeout", `connecting to the upstream took longer than ${ms} ms`, true)),
@@ -179,6 +194,42 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         },
       );
     });
+  }
+}
+
+/**
+ * A one-timer stand-in for AbortSignal.timeout(): fires after `ms` (or when `outer` aborts), with
+ * no EventTarget and no AbortController, which the hot path cannot afford.
+ */
+class TimerSignal implements CancelSignal {
+  aborted = false;
+  private listeners: (() => void)[] = [];
+  private readonly timer: ReturnType<typeof setTimeout>;
+
+  constructor(ms: number, private readonly outer: CancelSignal | undefined) {
+    this.timer = setTimeout(this.fire, Math.max(0, ms));
+    outer?.addEventListener("abort", this.fire);
+  }
+
+  private readonly fire = (): void => {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.clear();
+    for (const fn of this.listeners.splice(0)) fn();
+  };
+
+  addEventListener(_type: "abort", fn: () => void): void {
+    this.listeners.push(fn);
+  }
+
+  removeEventListener(_type: "abort", fn: () => void): void {
+    const i = this.listeners.indexOf(fn);
+    if (i !== -1) this.listeners.splice(i, 1);
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+    this.outer?.removeEventListener("abort", this.fire);
   }
 }
 
