@@ -21,6 +21,7 @@ import { hashKeyOf } from "../upstream/balancers.ts";
 import type { Endpoint, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader } from "./headers.ts";
+import { removeDotSegments } from "./path.ts";
 import { normalizeHost } from "./router.ts";
 import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
 import type { ProxyStats } from "./stats.ts";
@@ -164,8 +165,14 @@ export class Proxy {
     const up = this.upstreamHeaders(snap, req, x);
 
     // 2. route
-    const qi = x.target.indexOf("?");
-    const path = qi === -1 ? x.target : x.target.slice(0, qi);
+    let qi = x.target.indexOf("?");
+    let path = qi === -1 ? x.target : x.target.slice(0, qi);
+    const normal = removeDotSegments(path);
+    if (normal !== path) {
+      x.target = normal + (qi === -1 ? "" : x.target.slice(qi));
+      path = normal;
+      qi = qi === -1 ? -1 : normal.length;
+    }
     const matched = snap.router.match({
       host: normalizeHost(x.host),
       path,

@@ -1,6 +1,6 @@
 // Routing, rewrites, header mutations, weighted splits and load balancing through the proxy.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { rawRequest, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 function named(name: string) {
   return upstream(async (req) => {
@@ -72,6 +72,17 @@ clusters:
     expect((await get("/x", { headers: { "x-canary": "1" } })).seen.name).toBe("c");
     expect((await get("/x", { method: "DELETE" })).seen.name).toBe("c");
     expect((await get("/x")).seen.name).toBe("a");
+  });
+
+  test("resolves dot segments before routing, so a prefix route cannot be escaped with ..", async () => {
+    // Raw bytes: fetch() would resolve the dots on the client side.
+    for (const path of ["/split/../api/v1/users?q=1", "/x/%2e%2e/api/v1/users?q=1"]) {
+      const out = await rawRequest(p.port, `GET ${path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n`);
+      expect(out.startsWith("HTTP/1.1 200")).toBe(true);
+      const seen = JSON.parse(out.slice(out.indexOf("\r\n\r\n") + 4)) as Seen;
+      // The rewrite route matched the resolved path, and the upstream got the resolved path.
+      expect(seen.target).toBe("/internal/users?q=1");
+    }
   });
 
   test("rewrites the path prefix and keeps the query", async () => {

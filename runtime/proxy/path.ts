@@ -1,0 +1,28 @@
+// Dot-segment removal (RFC 3986 section 5.2.4) before routing, so `/public/../admin` cannot reach
+// the upstream's /admin through the /public route. Like Envoy's normalize_path (on in Istio):
+// the normalised path is also what goes upstream. Percent-encoded dots (`%2e`) count as dots, as
+// they do for every URL parser the upstream might use; nothing else is decoded (`%2F` stays).
+
+/** The path with "." and ".." segments resolved; the same string when there are none. */
+export function removeDotSegments(path: string): string {
+  // Fast path: no segment can be a dot segment without "/." or an encoded dot.
+  if (path.indexOf("/.") === -1 && path.indexOf("%2") === -1) return path;
+  if (path.charCodeAt(0) !== 0x2f /* "/" */) return path;
+  const segments = path.split("/");
+  const out: string[] = [];
+  let changed = false;
+  const last = segments.length - 1;
+  for (let i = 1; i <= last; i++) {
+    const raw = segments[i]!;
+    const s = raw.length <= 6 && raw.indexOf("%") !== -1 ? raw.replace(/%2e/gi, ".") : raw;
+    if (s === "." || s === "..") {
+      changed = true;
+      if (s === "..") out.pop();
+      // A trailing dot segment leaves the directory: "/a/b/.." is "/a/".
+      if (i === last) out.push("");
+      continue;
+    }
+    out.push(raw);
+  }
+  return changed ? "/" + out.join("/") : path;
+}
