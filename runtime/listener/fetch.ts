@@ -1,5 +1,5 @@
-// The portable listener: the request phases behind a Hono app on the runtime's fetch-style server
-// (Deno.serve; Bun.serve when MESHWASM_LISTENER=fetch). Converts between fetch objects and the plain
+// The fetch listener: the request phases behind a Hono app on the runtime's fetch-style server
+// (Bun.serve, Deno.serve), with MESHWASM_LISTENER=fetch or on a runtime without a TCP listener. Converts between fetch objects and the plain
 // DownstreamRequest / DownstreamResponse the phases use.
 import { Hono } from "hono";
 import { platform, type ClientInfo } from "../platform/index.ts";

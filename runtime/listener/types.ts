@@ -1,8 +1,9 @@
 // The contract between a downstream listener and the request phases: plain data, no fetch objects.
 //
 // Two listeners implement it: our own HTTP/1.1 server (listener/http1, over the platform's TCP
-// sockets: no Request, Headers or Response objects on the hot path) and the fetch adapter
-// (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's fetch-style server.
+// sockets: no Request, Headers or Response objects on the hot path; the default on Bun and Deno) and
+// the fetch adapter (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's
+// fetch-style server.
 import type { ClientInfo } from "../platform/types.ts";
 import type { HeaderList } from "../upstream/types.ts";
 

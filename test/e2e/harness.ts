@@ -46,11 +46,12 @@ export interface InProcessProxy {
  * Filters resolve `filterDir` against the repository root (so `filterDir: filters/dist` finds the
  * modules `npm run build:filters` wrote).
  */
-export async function startInProcess(yaml: string, opts: { logs?: string[] } = {}): Promise<InProcessProxy> {
+export async function startInProcess(yaml: string, opts: { logs?: string[]; listener?: "native" | "fetch" } = {}): Promise<InProcessProxy> {
   const lines = opts.logs ?? [];
   const log = createLogger({ level: "warn", sink: (l) => lines.push(l) });
   const proxy = new MeshProxy({
     log,
+    listener: opts.listener,
     filterHost: async (metrics) => {
       const { createFilterHost } = await import("../../runtime/wasm/host.ts");
       return createFilterHost({ configDir: ROOT, log, metrics, watch: false });

@@ -608,7 +608,7 @@ class Server implements Http1Server {
   }
 }
 
-/** Whether this runtime can run the native listener (it needs callback sockets: Bun today). */
+/** Whether this runtime can run the native listener (it needs the platform's TCP listener: Bun and Deno). */
 export const nativeListenerAvailable = listenTcp !== undefined;
 
 export function createHttp1Server(options: Http1ServerOptions): Http1Server {

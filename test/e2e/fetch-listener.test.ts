@@ -1,0 +1,62 @@
+// The fetch listener (MESHWASM_LISTENER=fetch: the phases behind a Hono app on Bun.serve) does the
+// same job as the native one: the conversions in listener/fetch.ts, checked through real sockets.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { echoUpstream, rawRequest, simpleConfig, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+
+type Echo = { method: string; target: string; headers: [string, string][]; body: string };
+
+describe("fetch listener", () => {
+  const echo = echoUpstream();
+  const cookies = upstream(() => {
+    const h = new Headers();
+    h.append("set-cookie", "a=1; Path=/");
+    h.append("set-cookie", "b=2; Path=/");
+    return new Response("ok", { headers: h });
+  });
+  let p: InProcessProxy;
+  let c: InProcessProxy;
+  beforeAll(async () => {
+    p = await startInProcess(simpleConfig(echo.port, { top: "limits: { maxRequestHeaderBytes: 2048 }" }), { listener: "fetch" });
+    c = await startInProcess(simpleConfig(cookies.port), { listener: "fetch" });
+  });
+  afterAll(async () => {
+    await p.stop();
+    await c.stop();
+    echo.stop();
+    cookies.stop();
+  });
+
+  test("MeshProxy reports the listener it runs", () => {
+    expect(p.proxy.listenerKind).toBe("fetch");
+  });
+
+  test("forwards method, target, body and forwarding headers", async () => {
+    const res = await fetch(`${p.url}/a/b?x=%2F&y=1&y=`, { method: "POST", body: "hello", headers: { "x-forwarded-for": "10.0.0.1" } });
+    expect(res.status).toBe(200);
+    const seen = (await res.json()) as Echo;
+    expect(seen.method).toBe("POST");
+    expect(seen.target).toBe("/a/b?x=%2F&y=1&y=");
+    expect(seen.body).toBe("hello");
+    const h = new Map(seen.headers);
+    expect(h.get("x-forwarded-for")).toBe("10.0.0.1, 127.0.0.1");
+    expect(h.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test("keeps several Set-Cookie headers apart", async () => {
+    const res = await fetch(`${c.url}/`);
+    expect(res.headers.getSetCookie()).toEqual(["a=1; Path=/", "b=2; Path=/"]);
+  });
+
+  test("the proxy's own errors keep their JSON body and x-mesh-error", async () => {
+    const out = await rawRequest(p.port, `GET / HTTP/1.1\r\nhost: t\r\nx-big: ${"a".repeat(4000)}\r\nconnection: close\r\n\r\n`);
+    expect(out).toStartWith("HTTP/1.1 431");
+    expect(out.toLowerCase()).toContain("x-mesh-error: request_headers_too_large");
+    expect(out).toContain('"error":"request_headers_too_large"');
+  });
+
+  test("HEAD has no body", async () => {
+    const res = await fetch(`${p.url}/h`, { method: "HEAD" });
+    expect(res.status).toBe(200);
+    expect((await res.arrayBuffer()).byteLength).toBe(0);
+  });
+});
