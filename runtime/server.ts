@@ -5,6 +5,7 @@ import { parseConfig, type LoadResult } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
 import { fetchHandler } from "./listener/fetch.ts";
 import { createHttp1Server, nativeListenerAvailable, type ListenerLimits } from "./listener/http1/server.ts";
+import type { ListenFn } from "./platform/tcp.ts";
 import { createAccessLog, disabledAccessLog, type AccessLog } from "./observability/access-log.ts";
 import type { Logger } from "./observability/log.ts";
 import { Registry } from "./observability/metrics.ts";
@@ -34,6 +35,8 @@ export interface MeshProxyOptions {
    * where available, unless the environment says MESHWASM_LISTENER=fetch.
    */
   listener?: "native" | "fetch";
+  /** The native listener's TCP listen (default: the platform's); bench/micro/proxy-path.ts passes in-memory sockets. */
+  listen?: ListenFn;
 }
 
 interface RunningListener {
@@ -69,8 +72,11 @@ export class MeshProxy {
     this.makeFilterHost = opts.filterHost ?? null;
     const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MESHWASM_LISTENER;
     const wanted = opts.listener ?? (env === "fetch" ? "fetch" : "native");
-    this.listenerKind = wanted === "native" && nativeListenerAvailable ? "native" : "fetch";
+    this.listenerKind = wanted === "native" && (nativeListenerAvailable || opts.listen !== undefined) ? "native" : "fetch";
+    this.listenFn = opts.listen;
   }
+
+  private readonly listenFn: ListenFn | undefined;
 
   private async filterHost(): Promise<FilterHost | null> {
     if (this.filters === null && this.makeFilterHost !== null) this.filters = await this.makeFilterHost(this.registry);
@@ -212,6 +218,7 @@ export class MeshProxy {
         handler: (req) => this.proxy!.handle(req),
         refuse: (err, client, head) => this.proxy!.refuse(err, client, head),
         limits: () => this.listenerLimits,
+        listen: this.listenFn,
       });
     }
     return platform.serve({ hostname, port, handler: this.fetchDataPlane });

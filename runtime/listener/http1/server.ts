@@ -15,7 +15,7 @@
 import { Buffer } from "node:buffer";
 import { ProxyError } from "../../errors.ts";
 import { platform } from "../../platform/index.ts";
-import { listenTcp, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
+import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
 import {
   ChunkedDecoder,
@@ -49,6 +49,8 @@ export interface Http1ServerOptions {
    * head too large, head timeout), and accounts for it (metrics, access log).
    */
   refuse: (err: ProxyError, client: ClientInfo, head: { method: string; target: string } | null) => DownstreamResponse;
+  /** Default: the platform's TCP listener. */
+  listen?: ListenFn;
 }
 
 export interface Http1Server {
@@ -545,7 +547,7 @@ class Server implements Http1Server {
   private tick = 0;
   private emptied: (() => void)[] = [];
 
-  constructor(readonly options: Http1ServerOptions, listen: NonNullable<typeof listenTcp>) {
+  constructor(readonly options: Http1ServerOptions, listen: ListenFn) {
     this.hostname = options.hostname;
     this.handler = options.handler;
     this.limits = options.limits();
@@ -612,7 +614,8 @@ class Server implements Http1Server {
 export const nativeListenerAvailable = listenTcp !== undefined;
 
 export function createHttp1Server(options: Http1ServerOptions): Http1Server {
-  if (listenTcp === undefined) throw new Error("this runtime has no callback TCP listener; use the fetch listener");
-  return new Server(options, listenTcp);
+  const listen = options.listen ?? listenTcp;
+  if (listen === undefined) throw new Error("this runtime has no callback TCP listener; use the fetch listener");
+  return new Server(options, listen);
 }
 
