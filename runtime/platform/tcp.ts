@@ -11,6 +11,11 @@ export interface SocketEvents {
    * failure. Called at most once, and never after destroy().
    */
   onClose(error: Error | null): void;
+  /**
+   * The peer half-closed (sent FIN): no more bytes will come, but writing still works. Only for
+   * accepted sockets whose receiver defines it; otherwise a FIN closes the socket (onClose(null)).
+   */
+  onEnd?(): void;
 }
 
 export interface Socket {
@@ -78,7 +83,7 @@ interface BunLike {
     data: BunSocket;
     socket: typeof BUN_HANDLERS;
   }): Promise<BunRawSocket>;
-  listen(options: { hostname: string; port: number; socket: typeof BUN_HANDLERS }): { port: number; stop(closeActive?: boolean): void };
+  listen(options: { hostname: string; port: number; socket: typeof BUN_HANDLERS; allowHalfOpen: boolean }): { port: number; stop(closeActive?: boolean): void };
 }
 
 class BunSocket implements Socket {
@@ -304,7 +309,11 @@ class DenoSocket implements Socket {
         if (this.closed) return;
         const n = await this.conn.read(buf);
         if (this.closed) return;
-        if (n === null) return this.end(null);
+        if (n === null) {
+          if (this.events.onEnd === undefined) return this.end(null);
+          this.events.onEnd();
+          return; // the peer's FIN; writes go on until close()
+        }
         this.events.onData(buf.slice(0, n));
       }
     } catch (err) {
@@ -372,6 +381,11 @@ function listenBun(bun: BunLike): ListenFn {
   return (host, port, accept) => {
     const handlers = {
       ...BUN_HANDLERS,
+      end(s: BunRawSocket) {
+        const events = s.data.events;
+        if (events.onEnd !== undefined) events.onEnd();
+        else s.data.close();
+      },
       open(s: BunRawSocket) {
         const socket = new BunSocket(NO_EVENTS);
         socket.raw = s;
@@ -380,7 +394,8 @@ function listenBun(bun: BunLike): ListenFn {
         socket.events = accept(socket, { address: s.remoteAddress, port: s.remotePort ?? 0 });
       },
     };
-    const listener = bun.listen({ hostname: host, port, socket: handlers });
+    // Half-open: a client may send its request and FIN (`nc -N`, some HTTP/1.0 clients) and still read the answer.
+    const listener = bun.listen({ hostname: host, port, socket: handlers, allowHalfOpen: true });
     return { port: listener.port, stop: () => listener.stop(false) };
   };
 }

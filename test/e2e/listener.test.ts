@@ -388,6 +388,25 @@ describe("downstream HTTP/1.1 listener", () => {
   });
 
   describe("pipelining and keep-alive", () => {
+    test("a client that half-closes after its requests (nc -N) still gets every answer, then the close", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("GET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost: t\r\n\r\n");
+        w.socket.end();
+        expect((JSON.parse((await w.response()).body) as Echo).target).toBe("/one");
+        expect((JSON.parse((await w.response()).body) as Echo).target).toBe("/two");
+        expect(await w.closedWithin(1000)).toBe(true);
+      });
+    });
+
+    test("a half-close in the middle of a request body fails that request and closes", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("POST /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly-ten-b");
+        w.socket.end();
+        expect(await w.closedWithin(1500)).toBe(true);
+        expect(w.received).not.toContain("HTTP/1.1 200");
+      });
+    });
+
     test("answers three requests written in one write, in order, on that connection", async () => {
       await withWire(p.port, async (w) => {
         w.write(

@@ -3,6 +3,7 @@ import { createBalancer, hashKeyOf, type Balancer } from "../../runtime/upstream
 import { hash53 } from "../../runtime/upstream/hash.ts";
 import type { Endpoint } from "../../runtime/upstream/types.ts";
 import type { LbPolicyName } from "../../runtime/config/schema.ts";
+import { seeded } from "../seeded.ts";
 
 const POLICIES: LbPolicyName[] = ["round_robin", "least_request", "peak_ewma", "ring_hash"];
 
@@ -15,17 +16,6 @@ function endpoints(weights: number[]): Endpoint[] {
   return weights.map((w, i) => endpoint(i, w));
 }
 
-/** mulberry32: a seeded uniform source, so every run sees the same draws. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A source that replays `values` in a loop. */
 function scripted(...values: number[]): () => number {

@@ -19,6 +19,9 @@ export interface RequestHead {
   expectContinue: boolean;
 }
 
+/** RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ]; empty is allowed. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
+
 function reject(code: ErrorCode, message: string): ProxyError {
   return new ProxyError("downstream", code, message);
 }
@@ -95,7 +98,10 @@ export function parseRequestHead(text: string): RequestHead {
   let codings = "";
   for (const h of head.headers) {
     const name = h[0];
-    if (name === "host") host++;
+    if (name === "host") {
+      host++;
+      if (!HOST.test(h[1])) throw reject("bad_request", `invalid Host header ${JSON.stringify(h[1].slice(0, 64))}`);
+    }
     else if (name === "expect") {
       if (h[1].toLowerCase() !== "100-continue") throw reject("expectation_failed", `unsupported expectation ${JSON.stringify(h[1].slice(0, 64))}`);
       head.expectContinue = head.minor === 1;

@@ -172,6 +172,8 @@ class ServerConnection implements SocketEvents {
   private blocked = false;
   private onWritable: (() => void) | null = null;
   private streaming: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The client half-closed: after the requests it already sent, close. */
+  private peerEnded = false;
 
   constructor(
     private readonly server: Server,
@@ -202,6 +204,19 @@ class ServerConnection implements SocketEvents {
     const next = this.onWritable;
     this.onWritable = null;
     next?.();
+  }
+
+  /** The client sent FIN: answer what it asked for, then close. */
+  onEnd(): void {
+    if (this.state === CLOSED) return;
+    this.peerEnded = true;
+    if (this.state === HEAD) return this.close(); // a head not complete now never will be
+    const body = this.body;
+    if (body !== null && !body.done) {
+      body.done = true;
+      this.keepAlive = false;
+      body.controller.error(new ProxyError("downstream", "bad_request", "the client ended the connection before the request body ended"));
+    }
   }
 
   onClose(_error: Error | null): void {
@@ -503,11 +518,18 @@ class ServerConnection implements SocketEvents {
       this.readPaused = false;
       this.socket.resume();
     }
-    if (pending === null) return;
+    if (pending === null) {
+      if (this.peerEnded) this.close();
+      return;
+    }
     // Pipelined requests: one at a time; what follows the next head waits in `pending` again.
     for (let i = 0; i < pending.length; i++) {
       if (this.state === HEAD) this.parse(pending[i]!, 0);
       else if (this.state === ACTIVE) this.onData(pending[i]!);
+    }
+    if (this.peerEnded) {
+      if (this.state === HEAD) this.close();
+      else this.onEnd(); // a request still reading its body: that body can no longer complete
     }
   }
 
