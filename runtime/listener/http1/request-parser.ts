@@ -26,11 +26,15 @@ function reject(code: ErrorCode, message: string): ProxyError {
   return new ProxyError("downstream", code, message);
 }
 
-/** A target char: visible ASCII (RFC 3986 chars and the odd ones clients send anyway, like `|` and `{`). */
+/**
+ * A target char: visible ASCII (RFC 3986 chars and the odd ones clients send anyway, like `|` and `{`),
+ * or a byte above 0x7f (raw UTF-8 that curl and browsers' address bars send unencoded; nginx and
+ * Envoy pass it on, and so do we, byte for byte). Controls, space and DEL could split the request line.
+ */
 function checkTarget(text: string, from: number, to: number): void {
   for (let i = from; i < to; i++) {
     const c = text.charCodeAt(i);
-    if (c <= 0x20 || c >= 0x7f) throw reject("bad_request", `request target contains byte 0x${c.toString(16)}`);
+    if (c <= 0x20 || c === 0x7f) throw reject("bad_request", `request target contains byte 0x${c.toString(16)}`);
   }
 }
 
