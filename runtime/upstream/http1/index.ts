@@ -3,6 +3,7 @@ import { ProxyError } from "../../errors.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import { Connection, upstreamError, type ConnectionOwner } from "./connection.ts";
 import { IdlePool } from "./pool.ts";
+import { TimerSignal } from "./timeouts.ts";
 import { buildRequestHead, type RequestHead } from "./request-head.ts";
 import { ConnectError, connectSocket, type ConnectFn, type Socket } from "../../platform/tcp.ts";
 
@@ -194,42 +195,6 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         },
       );
     });
-  }
-}
-
-/**
- * A one-timer stand-in for AbortSignal.timeout(): fires after `ms` (or when `outer` aborts), with
- * no EventTarget and no AbortController, which the hot path cannot afford.
- */
-class TimerSignal implements CancelSignal {
-  aborted = false;
-  private listeners: (() => void)[] = [];
-  private readonly timer: ReturnType<typeof setTimeout>;
-
-  constructor(ms: number, private readonly outer: CancelSignal | undefined) {
-    this.timer = setTimeout(this.fire, Math.max(0, ms));
-    outer?.addEventListener("abort", this.fire);
-  }
-
-  private readonly fire = (): void => {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.clear();
-    for (const fn of this.listeners.splice(0)) fn();
-  };
-
-  addEventListener(_type: "abort", fn: () => void): void {
-    this.listeners.push(fn);
-  }
-
-  removeEventListener(_type: "abort", fn: () => void): void {
-    const i = this.listeners.indexOf(fn);
-    if (i !== -1) this.listeners.splice(i, 1);
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
-    this.outer?.removeEventListener("abort", this.fire);
   }
 }
 
