@@ -33,8 +33,10 @@ const extraHeaders = chain.flatMap((f) => Object.entries(f.headers ?? {}).map(([
 
 const encoder = new TextEncoder();
 const REQUEST = encoder.encode(`GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n${extraHeaders}\r\n`);
+/** BODY=65536 for the large-response case (one chunk per read, as loopback often delivers it). */
+const BODY = Number(env.BODY ?? 100);
 const RESPONSE = encoder.encode(
-  "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDate: Wed, 25 Nov 2026 13:30:51 GMT\r\nContent-Length: 100\r\n\r\n" + "a".repeat(100),
+  `HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDate: Wed, 25 Nov 2026 13:30:51 GMT\r\nContent-Length: ${BODY}\r\n\r\n` + "a".repeat(BODY),
 );
 
 /** A socket whose writes go nowhere but `onWrite`. */
@@ -112,6 +114,7 @@ async function run(n: number): Promise<number> {
 await run(REQUESTS); // warm-up: JIT tiers
 const results: number[] = [];
 for (let r = 0; r < ROUNDS; r++) results.push(await run(REQUESTS));
+const inOrder = results.map((x) => x.toFixed(2)).join(", ");
 results.sort((a, b) => a - b);
-console.log(`proxy path${chain.length > 0 ? ` with ${chain.map((f) => f.name).join(" > ")}` : ""}, in-memory sockets: median ${results[Math.floor(ROUNDS / 2)]!.toFixed(2)} us/request (rounds: ${results.map((x) => x.toFixed(2)).join(", ")})`);
+console.log(`proxy path${chain.length > 0 ? ` with ${chain.map((f) => f.name).join(" > ")}` : ""}, in-memory sockets: median ${results[Math.floor(ROUNDS / 2)]!.toFixed(2)} us/request (rounds in order: ${inOrder}; rss ${(process.memoryUsage().rss / 1e6).toFixed(0)} MB)`);
 await proxy.shutdown(0);
