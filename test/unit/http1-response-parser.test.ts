@@ -205,3 +205,16 @@ describe("ChunkedDecoder", () => {
     expect(() => decode(new ChunkedDecoder(), text)).toThrow(ParseError);
   });
 });
+
+describe("header name interning", () => {
+  test("every name comes back lower-cased and exact, whatever the case and however many names share a slot", () => {
+    // 5,000 distinct names overflow the 1,024-slot table many times over: collisions must never leak.
+    const names = Array.from({ length: 5000 }, (_, i) => `X-Name-${i.toString(36)}${i % 3 === 0 ? "-Extra" : ""}`);
+    for (let round = 0; round < 2; round++) {
+      for (const n of names) {
+        const head = parseResponseHead(`HTTP/1.1 200 OK\r\n${n}: v\r\nContent-Type: a\r\ncontent-type: b\r\nCONTENT-TYPE: c\r\n\r\n`);
+        expect(head.headers.map((h) => h[0])).toEqual([n.toLowerCase(), "content-type", "content-type", "content-type"]);
+      }
+    }
+  });
+});

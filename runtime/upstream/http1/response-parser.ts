@@ -103,17 +103,31 @@ export class HeadReader {
 export const TOKEN = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
 
-// Upstreams send the same few capitalised names ("Content-Type") over and over; lower-casing allocates.
-const LOWER = new Map<string, string>();
-const LOWER_MAX = 1024;
+// Heads repeat the same few names ("Content-Type", "host") on every message. Each name is looked up,
+// lower-cased, in a direct-mapped table keyed by a hash computed in the loop that checks its chars,
+// and compared char by char: a hit costs no slice, no toLowerCase and no Map hashing of a new string
+// (that Map cost 5-7% of the proxy's JavaScript per request in CPU profiles).
+const NAME_SLOTS = 1024;
+const NAME_MAX = 64;
+const NAMES: (string | undefined)[] = new Array(NAME_SLOTS);
 
-function lowerName(raw: string): string {
-  let lower = LOWER.get(raw);
-  if (lower === undefined) {
-    lower = raw.toLowerCase();
-    if (LOWER.size < LOWER_MAX) LOWER.set(raw, lower);
+function internName(text: string, from: number, to: number, hash: number, upper: boolean): string {
+  const slot = hash & (NAME_SLOTS - 1);
+  const hit = NAMES[slot];
+  const len = to - from;
+  if (hit !== undefined && hit.length === len) {
+    let i = 0;
+    for (; i < len; i++) {
+      let c = text.charCodeAt(from + i);
+      if (c >= 65 && c <= 90) c += 32;
+      if (hit.charCodeAt(i) !== c) break;
+    }
+    if (i === len) return hit;
   }
-  return lower;
+  const raw = text.slice(from, to);
+  const name = upper ? raw.toLowerCase() : raw;
+  if (len <= NAME_MAX) NAMES[slot] = name;
+  return name;
 }
 
 function isOws(c: number): boolean {
@@ -190,13 +204,17 @@ export function parseHeaderFields(text: string, pos: number, head: HeaderFields)
     if (colon === pos) throw new ParseError("header with an empty name");
 
     let upper = false;
+    let hash = 0;
     for (let i = pos; i < colon; i++) {
-      const c = text.charCodeAt(i);
+      let c = text.charCodeAt(i);
       if (c >= 128 || TOKEN[c] === 0) throw new ParseError(`invalid header name ${JSON.stringify(text.slice(pos, colon))}`);
-      if (c >= 65 && c <= 90) upper = true;
+      if (c >= 65 && c <= 90) {
+        upper = true;
+        c += 32;
+      }
+      hash = (Math.imul(hash, 31) + c) | 0;
     }
-    const raw = text.slice(pos, colon);
-    const name = upper ? lowerName(raw) : raw;
+    const name = internName(text, pos, colon, hash, upper);
 
     let vs = colon + 1;
     let ve = eol;
