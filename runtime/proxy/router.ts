@@ -24,8 +24,20 @@ export interface CompiledRoute<T> {
   readonly headers: readonly HeaderMatcher[];
 }
 
+// Nearly every request on a connection, and most on a listener, carry the same Host: remember the last one.
+let lastHost = "";
+let lastNormal = "";
+
 /** "Api.Example.com:8080" -> "api.example.com"; IPv6 literals keep their brackets. */
 export function normalizeHost(host: string): string {
+  if (host === lastHost) return lastNormal;
+  const normal = normalize(host);
+  lastHost = host;
+  lastNormal = normal;
+  return normal;
+}
+
+function normalize(host: string): string {
   let h = host;
   if (h.startsWith("[")) {
     const end = h.indexOf("]");

@@ -78,6 +78,7 @@ function hasToken(value: string, token: string): boolean {
   return false;
 }
 
+const COMMON_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
 const BODYLESS_OK = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"]);
 
 /**
@@ -87,7 +88,7 @@ const BODYLESS_OK = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNE
  */
 export function buildRequestHead(req: UpstreamRequest, hostKey: string): RequestHead {
   const method = req.method;
-  if (scanToken(method) === NOT_TOKEN) throw bad(`request method ${JSON.stringify(method)} is not a token`);
+  if (!COMMON_METHODS.has(method) && scanToken(method) === NOT_TOKEN) throw bad(`request method ${JSON.stringify(method)} is not a token`);
   if (req.target.length === 0) throw bad("request target is empty");
   let high = PLAIN_TARGET.test(req.target) ? 0 : scanValue(req.target, false, "request target");
 
