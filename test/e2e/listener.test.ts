@@ -339,6 +339,24 @@ describe("downstream HTTP/1.1 listener", () => {
     test("answers 501 unsupported_transfer_encoding and closes for a coding under chunked", () =>
       expectRefused("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"));
 
+    for (const [when, pieces] of [
+      ["in the same packet as the head", ["POST /bad HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"]],
+      ["in a later packet", ["POST /bad HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "5\r\nworldXX\r\n"]],
+    ] as const) {
+      test(`a malformed chunked body ${when} gets 400 bad_request and a close, never a hang`, async () => {
+        await withWire(p.port, async (w) => {
+          for (const piece of pieces) {
+            w.write(piece);
+            await sleep(30);
+          }
+          const res = await w.response();
+          expect(res.status).toBe(400);
+          expect(header(res, "x-mesh-error")).toBe("bad_request");
+          expect(await w.closedWithin(1000)).toBe(true);
+        });
+      });
+    }
+
     test("passes a chunked body sent in pieces, with chunk extensions and a trailer, to the upstream intact, then serves the next request", async () => {
       await withWire(p.port, async (w) => {
         const pieces = [

@@ -288,8 +288,9 @@ class ServerConnection implements SocketEvents {
       client: this.client,
     };
     if (body !== null && start < chunk.length) {
+      // A body broken already (-1): the handler still runs and answers; its upstream request fails on the body.
       start = this.feedBody(body, chunk, start);
-      if (start === -1) return;
+      if (start === -1) start = chunk.length;
     }
     if (start < chunk.length) this.stash(chunk.subarray(start));
     this.server.handler(req).then(
