@@ -192,7 +192,7 @@ export class MeshProxy {
     const removed = this.listeners.filter((r) => !wanted.has(r.key));
     this.listeners = [...this.listeners.filter((r) => wanted.has(r.key)), ...started];
     for (const r of removed) void r.server.stop(true);
-    for (const s of started) this.log.info("listening", { address: s.server.hostname, port: s.server.port });
+    for (const s of started) this.log.info("listening", { address: s.server.hostname, port: s.server.port, listener: this.listenerKind });
 
     if (this.admin === null && config.admin.enabled) {
       this.admin = this.startAdmin(config);
@@ -236,7 +236,7 @@ export class MeshProxy {
       ready: () => !this.draining && this.proxy !== null,
       config: () => {
         const s = this.proxy!.current();
-        return { version: s.version, source: s.source, loadedAt: s.loadedAt, runtime: `${platform.name} ${platform.version}`, config: s.config };
+        return { version: s.version, source: s.source, loadedAt: s.loadedAt, runtime: `${platform.name} ${platform.version}`, listener: this.listenerKind, config: s.config };
       },
       metrics: () => {
         this.stats.inFlight.set(this.inFlight());

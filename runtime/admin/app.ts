@@ -3,7 +3,7 @@ import { Hono } from "hono";
 
 export interface AdminBackend {
   ready(): boolean;
-  config(): { version: number; source: string; loadedAt: string; runtime: string; config: unknown };
+  config(): { version: number; source: string; loadedAt: string; runtime: string; listener: string; config: unknown };
   metrics(): string;
   /** Re-read the config from where it came from (file). */
   reload(): Promise<{ ok: true; version: number } | { ok: false; errors: string[] }>;

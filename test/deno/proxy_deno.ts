@@ -93,6 +93,7 @@ Deno.test("admin API: /ready, /config, /metrics and a rejected then accepted PUT
     const cfg = await (await fetch(`${base}/config`)).json();
     assertEquals([cfg.version, cfg.source], [1, "deno-test"], "config version and source");
     assert(cfg.runtime.startsWith("deno "), `runtime is deno, got ${cfg.runtime}`);
+    assertEquals(cfg.listener, "native", "the native listener runs on Deno too");
     await (await fetch(`http://127.0.0.1:${listeners[0]}/x`)).text();
     const m = await (await fetch(`${base}/metrics`)).text();
     assert(m.includes('mesh_requests_total{route="main",cluster="up",code="200"} 1'), "request counted in metrics");

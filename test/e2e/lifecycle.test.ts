@@ -55,10 +55,11 @@ describe("admin API", () => {
       const admin = `http://127.0.0.1:${p.admin}`;
       expect((await fetch(`${admin}/live`)).status).toBe(200);
       expect((await fetch(`${admin}/ready`)).status).toBe(200);
-      const cfg = (await (await fetch(`${admin}/config`)).json()) as { version: number; source: string; runtime: string; config: { routes: { name: string }[] } };
+      const cfg = (await (await fetch(`${admin}/config`)).json()) as { version: number; source: string; runtime: string; listener: string; config: { routes: { name: string }[] } };
       expect(cfg.version).toBe(1);
       expect(cfg.source).toEndWith("config.yaml");
       expect(cfg.runtime).toStartWith("bun ");
+      expect(cfg.listener).toBe("native");
       expect(cfg.config.routes[0]!.name).toBe("main");
 
       for (let i = 0; i < 3; i++) await (await fetch(`${p.url}/x`)).text();
