@@ -266,6 +266,32 @@ export class Guest {
     return n;
   }
 
+  /** header_set (`replace`: the first same-named header takes the value, later ones go) and header_add. */
+  private putHeader(map: number, np: number, nl: number, vp: number, vl: number, replace: boolean): number {
+    this.tick();
+    const list = this.headers(map);
+    if (list === null) return this.fail("no headers of that kind in this phase");
+    const name = this.name(np, nl);
+    if (name === null) return this.fail("invalid header name");
+    const value = this.value(vp, vl);
+    if (value === null) return this.fail("header values cannot contain CR, LF or NUL");
+    let at = -1;
+    if (replace) {
+      for (let i = 0; i < list.length; i++) {
+        if (list[i]![0] !== name) continue;
+        if (at < 0) {
+          at = i;
+          list[i] = [name, value];
+        } else {
+          list.splice(i, 1);
+          i--;
+        }
+      }
+    }
+    if (at < 0) list.push([name, value]);
+    return 0;
+  }
+
   private headers(map: number): HeaderList | null {
     if (map === abi.MAP_REQUEST) return this.ctx?.headers ?? null;
     if (map === abi.MAP_RESPONSE) return this.resHeaders;
@@ -405,37 +431,10 @@ export class Guest {
           return -1;
         },
         header_set(map, np, nl, vp, vl) {
-          g.tick();
-          const list = g.headers(map);
-          if (list === null) return g.fail("no headers of that kind in this phase");
-          const name = g.name(np, nl);
-          if (name === null) return g.fail("invalid header name");
-          const value = g.value(vp, vl);
-          if (value === null) return g.fail("header values cannot contain CR, LF or NUL");
-          let at = -1;
-          for (let i = 0; i < list.length; i++) {
-            if (list[i]![0] !== name) continue;
-            if (at < 0) {
-              at = i;
-              list[i] = [name, value];
-            } else {
-              list.splice(i, 1);
-              i--;
-            }
-          }
-          if (at < 0) list.push([name, value]);
-          return 0;
+          return g.putHeader(map, np, nl, vp, vl, true);
         },
         header_add(map, np, nl, vp, vl) {
-          g.tick();
-          const list = g.headers(map);
-          if (list === null) return g.fail("no headers of that kind in this phase");
-          const name = g.name(np, nl);
-          if (name === null) return g.fail("invalid header name");
-          const value = g.value(vp, vl);
-          if (value === null) return g.fail("header values cannot contain CR, LF or NUL");
-          list.push([name, value]);
-          return 0;
+          return g.putHeader(map, np, nl, vp, vl, false);
         },
         header_remove(map, np, nl) {
           g.tick();

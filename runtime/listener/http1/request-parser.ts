@@ -1,20 +1,14 @@
 // Request heads from downstream clients: the request line, then the header lines (shared with the
 // upstream client's response parser), then the checks a proxy must make before it forwards anything.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { HeaderList } from "../../upstream/types.ts";
-import { ParseError, TOKEN, parseHeaderFields } from "../../upstream/http1/response-parser.ts";
+import { ParseError, TOKEN, parseHeaderFields, type HeaderFields } from "../../upstream/http1/response-parser.ts";
 
-export interface RequestHead {
+export interface RequestHead extends HeaderFields {
   method: string;
   /** Origin form ("/p?q"), or "*" for OPTIONS; an absolute-form target is reduced to its path and query. */
   target: string;
   /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and any later 1.x). */
   minor: number;
-  headers: HeaderList;
-  contentLength: number;
-  transferEncoding: "none" | "chunked" | "other";
-  connectionClose: boolean;
-  connectionKeepAlive: boolean;
   /** The request asked for `100 Continue` before sending its body. */
   expectContinue: boolean;
 }

@@ -10,19 +10,23 @@ export class ParseError extends Error {
   }
 }
 
-export interface ResponseHead {
-  status: number;
-  statusText: string;
+/** What the header lines of a head say, requests and responses alike; filled in by parseHeaderFields. */
+export interface HeaderFields {
   /** Lower-case names, wire order, duplicates kept. */
   headers: HeaderList;
-  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
-  minor: number;
   /** -1 when there is no Content-Length. */
   contentLength: number;
   /** "other" when Transfer-Encoding is present but its last coding is not chunked (the body runs to close). */
   transferEncoding: "none" | "chunked" | "other";
   connectionClose: boolean;
   connectionKeepAlive: boolean;
+}
+
+export interface ResponseHead extends HeaderFields {
+  status: number;
+  statusText: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
 }
 
 // Bytes to string, one char per byte: lossless (TextDecoder's "latin1" is really windows-1252) and, measured
@@ -177,15 +181,6 @@ export function listHas(value: string, token: string): boolean {
   if (lower === token) return true;
   for (const part of lower.split(",")) if (part.trim() === token) return true;
   return false;
-}
-
-/** What the header lines say about framing; filled in by parseHeaderFields. */
-export interface HeaderFields {
-  headers: HeaderList;
-  contentLength: number;
-  transferEncoding: "none" | "chunked" | "other";
-  connectionClose: boolean;
-  connectionKeepAlive: boolean;
 }
 
 /**
