@@ -6,8 +6,7 @@ import { createPublicKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as jose from "jose";
-import { buildFilter } from "../../control/cli/filter-build.ts";
-import { ROOT, echoUpstream, startInProcess, tempDir, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, echoUpstream, startInProcess, tempDir, type InProcessProxy } from "./harness.ts";
 
 type Seen = { method: string; target: string; headers: [string, string][] };
 const API_KEYS = { ci: "ci-5f0e7b1c2d3a4958", ops: "ops-8e2a91c4b7d6f013" };
@@ -83,7 +82,7 @@ describe("auth filter through the proxy", () => {
   const header = (s: Seen, name: string) => s.headers.find(([n]) => n === name)?.[1] ?? null;
 
   beforeAll(async () => {
-    await buildFilter(join(ROOT, "filters", "auth"), { outDir: join(ROOT, "filters", "dist"), cache: true });
+    await buildStandardFilters("auth");
     signer = await jose.generateKeyPair("RS256", { extractable: true });
     jwks.state.doc = { keys: [{ ...(await jose.exportJWK(signer.publicKey)), kid: "k1", alg: "RS256", use: "sig" }] };
     if (OPENSSL) ossl = opensslKeys();

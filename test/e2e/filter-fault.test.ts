@@ -1,8 +1,6 @@
 // The fault filter through a running proxy: aborts, delays, header-requested faults, percentages.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
-import { buildFilter } from "../../control/cli/filter-build.ts";
-import { ROOT, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 describe("fault filter", () => {
   let hits = 0;
@@ -24,7 +22,7 @@ describe("fault filter", () => {
   }
 
   beforeAll(async () => {
-    await buildFilter(join(ROOT, "filters", "fault"), { outDir: join(ROOT, "filters", "dist"), cache: true });
+    await buildStandardFilters("fault");
     p = await startInProcess(`
 listeners: [{ address: 127.0.0.1, port: 0 }]
 admin: { address: 127.0.0.1, port: 0 }

@@ -1,10 +1,8 @@
 // The rate-limit filter through a running proxy: exact counts under concurrency, keys, headers, refill.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http from "node:http";
-import { join } from "node:path";
 import { SignJWT } from "jose";
-import { buildFilter } from "../../control/cli/filter-build.ts";
-import { ROOT, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 const SECRET = new TextEncoder().encode("rate-limit-e2e-secret-of-32-bytes-or-more");
 const token = (sub: string) =>
@@ -40,9 +38,7 @@ describe("rate-limit filter", () => {
   const get = (path: string, headers: Record<string, string> = {}) => fetch(`${p.url}${path}`, { headers });
 
   beforeAll(async () => {
-    const dist = join(ROOT, "filters", "dist");
-    await buildFilter(join(ROOT, "filters", "rate-limit"), { outDir: dist, cache: true });
-    await buildFilter(join(ROOT, "filters", "auth"), { outDir: dist, cache: true });
+    await buildStandardFilters("rate-limit", "auth");
     p = await startInProcess(`
 listeners: [{ address: 127.0.0.1, port: 0 }]
 admin: { address: 127.0.0.1, port: 0 }

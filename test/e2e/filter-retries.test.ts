@@ -1,12 +1,10 @@
 // The retries filter through the proxy's attempt loop, against scripted upstreams on real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
-import { buildFilter } from "../../control/cli/filter-build.ts";
-import { ROOT, closedPort, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, closedPort, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 beforeAll(async () => {
   // What `npm run build:filters` does for this one module, so the test never runs a stale build.
-  await buildFilter(join(ROOT, "filters", "retries"), { outDir: join(ROOT, "filters", "dist"), cache: true });
+  await buildStandardFilters("retries");
 });
 
 const stops: (() => unknown)[] = [];

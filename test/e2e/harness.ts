@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buildFilter } from "../../control/cli/filter-build.ts";
 import { createLogger } from "../../runtime/observability/log.ts";
 import { MeshProxy } from "../../runtime/server.ts";
 
@@ -31,6 +32,11 @@ clusters:
     endpoints: ["127.0.0.1:${upstreamPort}"]
 ${opts.clusterExtra ?? ""}
 `;
+}
+
+/** Builds standard filters (filters/<name>) into filters/dist, where configs with `filterDir: filters/dist` find them. */
+export async function buildStandardFilters(...names: string[]): Promise<void> {
+  for (const name of names) await buildFilter(join(ROOT, "filters", name), { outDir: join(ROOT, "filters", "dist"), cache: true });
 }
 
 export interface InProcessProxy {
