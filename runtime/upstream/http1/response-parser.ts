@@ -279,6 +279,15 @@ export function parseResponseHead(text: string): ResponseHead {
 // ---------------------------------------------------------------------------------------------------
 // Body framing. A decoder takes raw bytes and hands the body's bytes, unframed, to a sink.
 
+/**
+ * chunk[start..end) for a sink that may keep it. Small chunks are copied: the runtime keeps a typed
+ * array of up to ~1000 bytes inline, and the first view into one moves its bytes out to a separate
+ * buffer first (measured on Bun: 190 ns for a view of a fresh 250-byte chunk, 80 ns for a copy).
+ */
+function part(chunk: Uint8Array, start: number, end: number): Uint8Array {
+  return chunk.length <= 1000 ? chunk.slice(start, end) : chunk.subarray(start, end);
+}
+
 export interface BodySink {
   /** A view into the received chunk; the sink may keep it. */
   onBodyChunk(chunk: Uint8Array): void;
@@ -307,7 +316,7 @@ export class LengthDecoder implements BodyDecoder {
   push(chunk: Uint8Array, start: number, sink: BodySink): number {
     const take = Math.min(this.remaining, chunk.length - start);
     if (take > 0) {
-      sink.onBodyChunk(start === 0 && take === chunk.length ? chunk : chunk.subarray(start, start + take));
+      sink.onBodyChunk(start === 0 && take === chunk.length ? chunk : part(chunk, start, start + take));
       this.remaining -= take;
       if (this.remaining === 0) this.done = true;
     }
@@ -321,7 +330,7 @@ export class CloseDecoder implements BodyDecoder {
   readonly done = false;
 
   push(chunk: Uint8Array, start: number, sink: BodySink): number {
-    if (start < chunk.length) sink.onBodyChunk(start === 0 ? chunk : chunk.subarray(start));
+    if (start < chunk.length) sink.onBodyChunk(start === 0 ? chunk : part(chunk, start, chunk.length));
     return chunk.length;
   }
 }
@@ -370,7 +379,7 @@ export class ChunkedDecoder implements BodyDecoder {
       const state = this.state;
       if (state === DATA) {
         const take = Math.min(this.remaining, n - i);
-        sink.onBodyChunk(chunk.subarray(i, i + take));
+        sink.onBodyChunk(part(chunk, i, i + take));
         i += take;
         this.remaining -= take;
         if (this.remaining === 0) this.state = DATA_CR;
