@@ -49,6 +49,9 @@ export interface MemoryFigures {
   idleEndKb: number | null;
   /** Peak RSS over the process's life (VmHWM). */
   peakKb: number | null;
+  /** Anonymous part of idleStartKb / idleEndKb (RssAnon): what is not the runtime's mapped executable. */
+  idleStartAnonKb?: number | null;
+  idleEndAnonKb?: number | null;
 }
 
 export interface ScenarioResult {
@@ -219,11 +222,17 @@ export function renderMarkdown(r: BenchResult): string {
 
   const withMemory = ran.filter((s) => s.memory);
   if (withMemory.length > 0) {
-    out.push("## Memory", "", "| Proxy | RSS idle after start | RSS idle after the run | peak RSS |", "|---|---:|---:|---:|");
+    out.push("## Memory", "", "| Proxy | RSS idle after start | RSS idle after the run | peak RSS | of idle RSS after the run, anonymous |", "|---|---:|---:|---:|---:|");
     for (const s of withMemory) {
-      out.push(`| ${s.label} | ${fmtMb(s.memory!.idleStartKb)} | ${fmtMb(s.memory!.idleEndKb)} | ${fmtMb(s.memory!.peakKb)} |`);
+      const m = s.memory!;
+      out.push(`| ${s.label} | ${fmtMb(m.idleStartKb)} | ${fmtMb(m.idleEndKb)} | ${fmtMb(m.peakKb)} | ${fmtMb(m.idleEndAnonKb ?? null)} |`);
     }
-    out.push("");
+    out.push(
+      "",
+      "RSS is what the bar is judged on. The last column is the part of it that is the process's own heap, stacks and JIT code (RssAnon);",
+      "the rest is file-backed, mostly pages of the runtime's executable (bun is a 100 MB binary), shared with other processes running it.",
+      "",
+    );
   }
 
   out.push("## Micro-benchmarks", "");
@@ -300,7 +309,7 @@ export function checkBars(r: BenchResult): Array<[string, string]> {
     if (known.length === 0) return "no ratio (nginx not measured)";
     const met = known.filter((x) => x.ratio! >= bar).length;
     const worst = known.reduce((a, b) => (a.ratio! <= b.ratio! ? a : b));
-    return `${met === known.length ? "met" : "**not met**"} in ${met} of ${known.length} cells; lowest ${fmtRatio(worst.ratio)} (${worst.cell.label})`;
+    return `${met === known.length ? "met" : "**not met**"}: bar reached in ${met} of ${known.length} cells; lowest ${fmtRatio(worst.ratio)} (${worst.cell.label})`;
   };
   const fc = r.micro.filterCall;
   const hs = r.micro.hotSwap;

@@ -233,7 +233,7 @@ async function startScenarios(selected: Scenario[], tools: Tools, upstreamPort: 
   await Bun.sleep(1000);
   for (const { peer, result } of active) {
     const m = memoryOf(peer);
-    if (m) result.memory = { idleStartKb: m.rssKb, idleEndKb: null, peakKb: null };
+    if (m) result.memory = { idleStartKb: m.rssKb, idleEndKb: null, peakKb: null, idleStartAnonKb: m.anonKb };
   }
   return { results, active };
 }
@@ -297,7 +297,7 @@ async function main(opts: Options, tmp: string): Promise<number> {
   await Bun.sleep(2000);
   for (const { peer, result } of active) {
     const m = memoryOf(peer);
-    if (m && result.memory) Object.assign(result.memory, { idleEndKb: m.rssKb, peakKb: m.peakKb });
+    if (m && result.memory) Object.assign(result.memory, { idleEndKb: m.rssKb, peakKb: m.peakKb, idleEndAnonKb: m.anonKb });
   }
   await Promise.all(active.map(({ peer }) => peer.proc?.stop()));
 

@@ -153,6 +153,11 @@ export interface Memory {
   rssKb: number;
   /** Peak resident set over the process's life (VmHWM), KiB. */
   peakKb: number;
+  /**
+   * Of rssKb, the anonymous pages (RssAnon): heap, stacks, JIT code. The rest is mostly the runtime's
+   * own executable mapped from disk (bun is a 100 MB binary), shared and reclaimable. Null if unknown.
+   */
+  anonKb: number | null;
 }
 
 export function memory(pid: number): Memory | null {
@@ -161,7 +166,8 @@ export function memory(pid: number): Memory | null {
     const field = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1]);
     const rssKb = field("VmRSS");
     const peakKb = field("VmHWM");
-    return Number.isFinite(rssKb) && Number.isFinite(peakKb) ? { rssKb, peakKb } : null;
+    const anonKb = field("RssAnon");
+    return Number.isFinite(rssKb) && Number.isFinite(peakKb) ? { rssKb, peakKb, anonKb: Number.isFinite(anonKb) ? anonKb : null } : null;
   } catch {
     return null;
   }
