@@ -37,6 +37,27 @@ describe("errors", () => {
     }
   });
 
+  test("the route timeout ends at the response head: a small body that trickles in after it still arrives whole", async () => {
+    const up = await rawUpstream((s) =>
+      s.once("data", () => {
+        s.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345");
+        setTimeout(() => s.write("67890"), 700);
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port, { routeExtra: "    timeoutMs: 300" }));
+    try {
+      const t0 = performance.now();
+      const res = await fetch(`${q.url}/`);
+      expect(res.status).toBe(200);
+      // The head is not held back until the body is complete.
+      expect(performance.now() - t0).toBeLessThan(600);
+      expect(await res.text()).toBe("1234567890");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
   test("504 upstream_timeout when the upstream exceeds the route timeout", async () => {
     const up = upstream(async () => {
       await sleep(1500);
@@ -67,8 +88,8 @@ describe("errors", () => {
   test("502 upstream_reset when the upstream dies in the middle of a small body (collected whole, nothing sent yet)", async () => {
     const up = await rawUpstream((s) =>
       s.once("data", () => {
-        s.write("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + "x".repeat(1000));
-        setTimeout(() => s.destroy(), 50);
+        // Cut off at once: within the proxy's window for collecting a small body (5 ms).
+        s.end("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + "x".repeat(1000));
       }),
     );
     const q = await startInProcess(simpleConfig(up.port));

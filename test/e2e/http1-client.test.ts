@@ -142,9 +142,24 @@ describe("responses", () => {
       conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234");
       setTimeout(() => conn.socket.write("56789"), 30);
     });
-    const res = await client({ collectBodyBytes: 1024 }).request(srv.endpoint, get(), OPTS);
+    const res = await client({ collectBodyBytes: 1024, collectWindowMs: 2000 }).request(srv.endpoint, get(), OPTS);
     expect(res.blob).toBeDefined();
     expect(await res.blob!.text()).toBe("0123456789");
+  });
+
+  test("delivers the head of a small body that trickles once the collect window ends, and streams the rest", async () => {
+    const srv = rawServer((conn) => {
+      if (takeHead(conn) === null) return;
+      conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234");
+      setTimeout(() => conn.socket.write("56789"), 600);
+    });
+    const started = performance.now();
+    // The request's timeout ends at the head: it must not cover the trickling body.
+    const res = await client({ collectBodyBytes: 1024, collectWindowMs: 20 }).request(srv.endpoint, get(), { ...OPTS, timeoutMs: 300 });
+    expect(performance.now() - started).toBeLessThan(300);
+    expect(res.blob).toBeUndefined();
+    expect(await text(res.body)).toBe("0123456789");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(550);
   });
 
   test("streams a body over the collect limit", async () => {
@@ -164,7 +179,7 @@ describe("responses", () => {
       conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n012");
       setTimeout(() => conn.socket.end(), 20);
     });
-    const err = await client({ collectBodyBytes: 1024 }).request(srv.endpoint, get(), OPTS).catch((e) => e);
+    const err = await client({ collectBodyBytes: 1024, collectWindowMs: 2000 }).request(srv.endpoint, get(), OPTS).catch((e) => e);
     expect(err).toBeInstanceOf(ProxyError);
     expect(err.code).toBe("upstream_reset");
   });

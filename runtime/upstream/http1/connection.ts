@@ -14,6 +14,7 @@ import {
   type ResponseHead,
 } from "./response-parser.ts";
 import type { Socket, SocketEvents } from "../../platform/tcp.ts";
+import { TimerSignal } from "./timeouts.ts";
 
 export function upstreamError(code: ErrorCode, message: string, retryable = false, cause?: unknown): ProxyError {
   return new ProxyError("upstream", code, message, { retryable, cause });
@@ -28,8 +29,10 @@ export interface ConnectionOwner {
   readonly maxHeadBytes: number;
   readonly expectContinueTimeoutMs: number;
   readonly bodyStrategy: QueuingStrategy<Uint8Array>;
-  /** A body with a Content-Length up to this is collected whole and delivered as a Blob. */
+  /** A body with a Content-Length up to this is collected whole and delivered as a Blob... */
   readonly collectBytes: number;
+  /** ...if it is all there within this many ms of the head; else the head goes and the body streams. */
+  readonly collectWindowMs: number;
 }
 
 const HEAD = 0; // waiting for the final response head
@@ -58,6 +61,8 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   onAbort: (() => void) | null = null;
   /** Set while the body waits for `100 Continue`: starts it. */
   continueTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Set in COLLECT: ends the collecting window. */
+  collectTimer: TimerSignal | null = null;
   reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
   /** The response handed out with a streamed body, for its onBodyEnd hook. */
   response: UpstreamResponse | null = null;
@@ -214,6 +219,7 @@ export class Connection implements SocketEvents, BodySink {
           // Small enough to hold: wait for the rest and deliver one Blob. Sending a Blob costs the
           // listener a fraction of a streamed body, and a reset before the end is still a clean 502.
           ex.phase = COLLECT;
+          this.startCollectWindow(ex);
           return;
         }
         this.deliver(ex);
@@ -225,6 +231,8 @@ export class Connection implements SocketEvents, BodySink {
       const off = decoder.push(chunk, 0, this);
       if (ex.phase === COLLECT) {
         if (!decoder.done) return;
+        ex.collectTimer!.clear();
+        ex.collectTimer = null;
         this.deliver(ex);
         this.complete(ex, off === chunk.length);
         return;
@@ -340,6 +348,18 @@ export class Connection implements SocketEvents, BodySink {
       ex.decoder = new CloseDecoder();
       ex.keepAlive = false;
     }
+  }
+
+  private startCollectWindow(ex: Exchange): void {
+    const timer = new TimerSignal(this.owner.collectWindowMs, undefined);
+    ex.collectTimer = timer;
+    timer.addEventListener("abort", () => {
+      if (ex.collectTimer !== timer || ex.phase !== COLLECT || ex.ended) return;
+      ex.collectTimer = null;
+      // Still incomplete: out goes the head, with what came so far as the start of a streamed body.
+      this.deliver(ex);
+      this.applyBackpressure(ex);
+    });
   }
 
   /** Whether the response being read has a declared length small enough to collect whole. */
@@ -500,6 +520,10 @@ export class Connection implements SocketEvents, BodySink {
     if (ex.continueTimer !== null) {
       clearTimeout(ex.continueTimer);
       ex.continueTimer = null;
+    }
+    if (ex.collectTimer !== null) {
+      ex.collectTimer.clear();
+      ex.collectTimer = null;
     }
   }
 

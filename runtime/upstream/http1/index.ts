@@ -27,6 +27,12 @@ export interface Http1ClientOptions {
    * Default 128 KiB; 0 streams every body.
    */
   collectBodyBytes?: number;
+  /**
+   * How long such a body may take to arrive whole: after this the head is delivered anyway and the
+   * body streams, so an upstream that trickles its body neither holds the head back nor has the
+   * request's timeout (which ends at the head) cover its body. Default 5 ms.
+   */
+  collectWindowMs?: number;
   /** Opens TCP connections. Default: the runtime's own (socket.ts); tests inject failures here. */
   connect?: ConnectFn;
 }
@@ -46,6 +52,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   readonly expectContinueTimeoutMs: number;
   readonly bodyStrategy: QueuingStrategy<Uint8Array>;
   readonly collectBytes: number;
+  readonly collectWindowMs: number;
   private readonly pool: IdlePool<Connection>;
   private readonly connect: ConnectFn;
   private readonly sweepEveryMs: number;
@@ -59,6 +66,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
     this.expectContinueTimeoutMs = option(opts, "expectContinueTimeoutMs", 1000, 0);
     const highWaterMark = option(opts, "responseBufferBytes", 64 * 1024, 1);
     this.collectBytes = option(opts, "collectBodyBytes", 128 * 1024, 0);
+    this.collectWindowMs = option(opts, "collectWindowMs", 5, 1);
     if (opts.connect !== undefined && typeof opts.connect !== "function") throw new TypeError("createHttp1Client: option connect must be a function");
     this.connect = opts.connect ?? connectSocket;
     this.bodyStrategy = new ByteLengthQueuingStrategy({ highWaterMark });
