@@ -181,7 +181,7 @@ async function scriptedUpstream(answer: (line: string, socket: net.Socket) => vo
 
 const IMF_FIXDATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 
-type Echo = { method: string; target: string; body: string };
+type Echo = { method: string; target: string; body: string; host?: string | null };
 
 describe("downstream HTTP/1.1 listener", () => {
   // Every request the shared upstream saw, as "METHOD target": requests the listener refuses must not appear.
@@ -191,7 +191,9 @@ describe("downstream HTTP/1.1 listener", () => {
     const target = url.pathname + url.search;
     seen.push(`${req.method} ${target}`);
     if (url.pathname === "/slow") await sleep(200);
-    return Response.json({ method: req.method, target, body: await req.text() });
+    const echo: Echo = { method: req.method, target, body: await req.text() };
+    if (url.pathname === "/h") echo.host = req.headers.get("host"); // only where a test asks about Host
+    return Response.json(echo);
   });
   let p: InProcessProxy;
   beforeAll(async () => {
@@ -238,6 +240,21 @@ describe("downstream HTTP/1.1 listener", () => {
         expect(await w.closedWithin(200)).toBe(false);
       });
     });
+
+    test("takes the Host of an absolute-form request from its target, not from the Host header", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("GET http://abs.example:81/h?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n");
+        const echo = JSON.parse((await w.response()).body) as Echo;
+        expect(echo.target).toBe("/h?x=1");
+        expect(echo.host).toBe("abs.example:81");
+      });
+    });
+
+    test("answers 400 bad_request and closes for an absolute-form target with userinfo", () =>
+      expectRefused("GET http://user:pw@abs.example/ HTTP/1.1\r\nHost: abs.example\r\n\r\n", 400, "bad_request"));
+
+    test("answers 400 bad_request and closes for a target with a fragment", () =>
+      expectRefused("GET /page#frag HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request"));
 
     test("forwards an absolute-form target to the upstream in origin-form", async () => {
       const up = await scriptedUpstream((_, s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
@@ -480,6 +497,17 @@ describe("downstream HTTP/1.1 listener", () => {
         const r = await w.response();
         expect(r.status).toBe(200);
         expect(header(r, "connection")?.toLowerCase() ?? "close").toBe("close");
+        expect(await w.closedWithin(1000)).toBe(true);
+      });
+    });
+
+    test("answers an HTTP/1.0 request with Transfer-Encoding and then closes, keep-alive or not (RFC 9112 section 6.1)", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("POST /old-chunked HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        const r = await w.response();
+        expect(r.status).toBe(200);
+        expect((JSON.parse(r.body) as Echo).body).toBe("abc");
+        expect(header(r, "connection")?.toLowerCase()).toBe("close");
         expect(await w.closedWithin(1000)).toBe(true);
       });
     });

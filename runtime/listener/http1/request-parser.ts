@@ -29,6 +29,8 @@ function checkTarget(text: string, from: number, to: number): void {
   for (let i = from; i < to; i++) {
     const c = text.charCodeAt(i);
     if (c <= 0x20 || c === 0x7f) throw reject("bad_request", `request target contains byte 0x${c.toString(16)}`);
+    // A fragment is for the client alone (RFC 9110 section 4.2.5): one in a request-target is malformed.
+    if (c === 0x23) throw reject("bad_request", "request target contains a fragment (#)");
   }
 }
 
@@ -60,14 +62,22 @@ export function parseRequestHead(text: string): RequestHead {
   checkTarget(text, sp1 + 1, sp2);
   const method = text.slice(start, sp1);
   let target = text.slice(sp1 + 1, sp2);
+  let authority: string | null = null;
 
   if (target.charCodeAt(0) !== 0x2f /* "/" */) {
     if (target === "*" && method === "OPTIONS") {
       // asterisk form: forwarded as is
     } else if (/^https?:\/\//i.test(target)) {
       // absolute form (RFC 9112 section 3.2.2): forward the path and query; a missing path is "/".
-      const slash = target.indexOf("/", target.indexOf("//") + 2);
-      const query = target.indexOf("?", target.indexOf("//") + 2);
+      // Its authority replaces any Host the client sent (section 3.2.2: a proxy MUST ignore Host here).
+      const from = target.indexOf("//") + 2;
+      const slash = target.indexOf("/", from);
+      const query = target.indexOf("?", from);
+      const end = slash === -1 ? (query === -1 ? target.length : query) : query !== -1 && query < slash ? query : slash;
+      authority = target.slice(from, end);
+      if (authority === "" || authority.includes("@") || !HOST.test(authority)) {
+        throw reject("bad_request", `invalid authority ${JSON.stringify(authority.slice(0, 64))} in the request target`);
+      }
       target = slash === -1 || (query !== -1 && query < slash) ? "/" + (query === -1 ? "" : target.slice(query)) : target.slice(slash);
     } else {
       throw reject("bad_request", `request target ${JSON.stringify(target.slice(0, 64))} is not a path`);
@@ -92,6 +102,11 @@ export function parseRequestHead(text: string): RequestHead {
     throw err;
   }
 
+  if (authority !== null) {
+    const headers = head.headers.filter((h) => h[0] !== "host");
+    headers.push(["host", authority]);
+    head.headers = headers;
+  }
   let host = 0;
   let codings = "";
   for (const h of head.headers) {
@@ -114,6 +129,9 @@ export function parseRequestHead(text: string): RequestHead {
     if (list[list.length - 1] !== "chunked") throw reject("bad_request", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} does not end in chunked`);
     if (list.length > 1) throw reject("unsupported_transfer_encoding", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} is not supported; only chunked is`);
   }
+  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing may be faulty;
+  // it is read as chunked, answered, and the connection closed after.
+  if (head.minor === 0 && codings !== "") head.connectionClose = true;
   // RFC 9112 section 3.2: exactly one Host in HTTP/1.1; at most one in HTTP/1.0.
   if (host === 0 && head.minor === 1) throw reject("bad_request", "HTTP/1.1 request without a Host header");
   if (host > 1) throw reject("bad_request", "more than one Host header");
