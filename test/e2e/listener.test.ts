@@ -706,11 +706,16 @@ describe("downstream HTTP/1.1 listener", () => {
     });
 
     test("answers 408 request_timeout and closes when a head stays partial past limits.requestHeadersTimeoutMs", async () => {
-      const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { requestHeadersTimeoutMs: 300 }" }));
+      const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { requestHeadersTimeoutMs: 1200 }" }));
       try {
         await withWire(q.port, async (w) => {
+          // Half a sweep tick after the proxy started: a clock read at the last sweep is 150 ms old now.
+          await sleep(150);
+          const t0 = performance.now();
           w.write("GET / HTTP/1.1\r\nHost: t\r\n");
-          const r = await w.response({ timeoutMs: 1000 });
+          const r = await w.response({ timeoutMs: 3000 });
+          // Never before the configured time (the sweep's coarse clock, a tick of 300 ms here, once made it early).
+          expect(performance.now() - t0).toBeGreaterThanOrEqual(1195);
           expectMeshError(r, 408, "request_timeout");
           expect(header(r, "connection")?.toLowerCase()).toBe("close");
           expect(await w.closedWithin(500)).toBe(true);
