@@ -104,7 +104,8 @@ export class MeshProxy {
       try {
         text = await readFile(path, "utf8");
       } catch (err) {
-        return { ok: false, errors: [`(file): cannot read ${path}: ${(err as Error).message}`] };
+        // Logged and counted like any other rejected reload.
+        return this.applyNow({ ok: false, errors: [`(file): cannot read ${path}: ${(err as Error).message}`] }, path);
       }
       return this.applyNow(parseConfig(text), path);
     });
@@ -140,6 +141,16 @@ export class MeshProxy {
     if (!parsed.ok) return parsed;
     const config = parsed.config;
     if (this.draining) return { ok: false, errors: ["(reload): the proxy is shutting down"] };
+    // The admin listener is where reloads come from: it is set at start and a reload cannot move it
+    // (as with Envoy's bootstrap admin). Refused rather than half-applied, so /config never shows
+    // an admin address nobody listens on.
+    const running = this.proxy?.current().config.admin;
+    if (running !== undefined && JSON.stringify(running) !== JSON.stringify(config.admin)) {
+      return {
+        ok: false,
+        errors: [`admin: the admin listener cannot change at run time (running ${JSON.stringify(running)}, new ${JSON.stringify(config.admin)}); restart the proxy to change it`],
+      };
+    }
 
     // Listeners: bind the new ones before anything switches, so a busy port rejects the whole config.
     const wanted = new Map(config.listeners.map((l) => [`${l.address}:${l.port}`, l]));
@@ -194,11 +205,7 @@ export class MeshProxy {
     for (const r of removed) void r.server.stop(true);
     for (const s of started) this.log.info("listening", { address: s.server.hostname, port: s.server.port, listener: this.listenerKind });
 
-    if (this.admin === null && config.admin.enabled) {
-      this.admin = this.startAdmin(config);
-    } else if (previous && JSON.stringify(previous.config.admin) !== JSON.stringify(config.admin)) {
-      this.log.warn("admin listener settings changed; they apply at the next restart");
-    }
+    if (this.admin === null && config.admin.enabled) this.admin = this.startAdmin(config);
     return { ok: true, version: this.version };
   }
 

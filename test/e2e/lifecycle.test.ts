@@ -1,7 +1,7 @@
 // The proxy as a real process: config errors, admin API, access log, reload, graceful shutdown.
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, ROOT, echoUpstream, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
 
@@ -162,8 +162,20 @@ describe("reload", () => {
       const cfg = (await (await fetch(`${admin}/config`)).json()) as { source: string };
       expect(cfg.source).toBe("admin");
 
+      // The admin listener cannot move at run time: refused, and nothing else changes either.
+      r = await fetch(`${admin}/config`, { method: "PUT", body: twoClusterConfig(a.port, b.port, "a").replace("admin: { address: 127.0.0.1, port: 0 }", "admin: { address: 127.0.0.1, port: 19999 }") });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { errors: string[] }).errors[0]).toStartWith("admin: the admin listener cannot change at run time");
+      expect(await (await fetch(p.url)).text()).toBe("B");
+
+      // A file that has gone is a rejected reload like any other: reported, counted.
+      rmSync(path);
+      r = await fetch(`${admin}/reload`, { method: "POST" });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { errors: string[] }).errors[0]).toStartWith("(file): cannot read");
+
       const m = await (await fetch(`${admin}/metrics`)).text();
-      expect(m).toContain('mesh_config_reloads_total{result="rejected"} 1');
+      expect(m).toContain('mesh_config_reloads_total{result="rejected"} 3');
       expect(m).toContain('mesh_config_reloads_total{result="ok"} 1');
     } finally {
       p.kill("SIGKILL");
