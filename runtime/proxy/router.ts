@@ -28,7 +28,7 @@ export interface CompiledRoute<T> {
 let lastHost = "";
 let lastNormal = "";
 
-/** "Api.Example.com:8080" -> "api.example.com"; IPv6 literals keep their brackets. */
+/** "Api.Example.com.:8080" -> "api.example.com"; IPv6 literals keep their brackets. */
 export function normalizeHost(host: string): string {
   if (host === lastHost) return lastNormal;
   const normal = normalize(host);
@@ -45,6 +45,8 @@ function normalize(host: string): string {
   } else {
     const colon = h.indexOf(":");
     if (colon !== -1) h = h.slice(0, colon);
+    // "example.com." is the same name written fully qualified (RFC 1034 section 3.1).
+    if (h.endsWith(".")) h = h.slice(0, -1);
   }
   return h.toLowerCase();
 }

@@ -46,6 +46,9 @@ describe("router", () => {
     expect(r.match(req("/", { host: "example.com" }))).toBeNull(); // "*.example.com" needs a label before
     expect(r.match(req("/", { host: "b.test" }))?.value).toBe("list");
     expect(normalizeHost("[::1]:8080")).toBe("[::1]");
+    // A fully qualified name (trailing dot) is the same host.
+    expect(r.match(req("/", { host: normalizeHost("api.example.com.") }))?.value).toBe("api");
+    expect(r.match(req("/", { host: normalizeHost("api.example.com.:8080") }))?.value).toBe("api");
   });
 
   test("methods and headers: exact, prefix, regex, present, invert", () => {
