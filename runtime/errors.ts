@@ -23,6 +23,7 @@ export type ErrorCode =
   | "expectation_failed" // 417: an Expect other than 100-continue
   | "unsupported_transfer_encoding" // 501: a request transfer coding other than chunked
   | "http_version_not_supported" // 505: not HTTP/1.x
+  | "downstream_cancelled" // 499 (nginx's "client closed request"), logged only: the client left before its response
   | "filter_failed" // 500: a fail-closed filter trapped, ran out of budget or memory
   | "internal"; // 500: a bug in the proxy
 
@@ -41,6 +42,7 @@ const STATUS: Record<ErrorCode, number> = {
   expectation_failed: 417,
   unsupported_transfer_encoding: 501,
   http_version_not_supported: 505,
+  downstream_cancelled: 499,
   filter_failed: 500,
   internal: 500,
 };

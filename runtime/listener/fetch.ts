@@ -21,6 +21,7 @@ export function fromRequest(req: Request, client: ClientInfo): DownstreamRequest
     // NaN for a malformed value: the phases answer 400.
     bodyLength: cl === null ? null : cl.trim() === "" ? Number.NaN : Number(cl),
     client,
+    signal: req.signal,
   };
 }
 

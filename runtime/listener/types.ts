@@ -5,7 +5,7 @@
 // the fetch adapter (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's
 // fetch-style server.
 import type { ClientInfo } from "../platform/types.ts";
-import type { HeaderList } from "../upstream/types.ts";
+import type { CancelSignal, HeaderList } from "../upstream/types.ts";
 
 export interface DownstreamRequest {
   readonly method: string;
@@ -18,6 +18,8 @@ export interface DownstreamRequest {
   /** Content-Length when the client sent one, null for a chunked or absent body. */
   readonly bodyLength: number | null;
   readonly client: ClientInfo;
+  /** Aborts when the client goes away before this request's response is out; null if the listener cannot tell. */
+  readonly signal: CancelSignal | null;
 }
 
 export interface DownstreamResponse {

@@ -18,7 +18,7 @@ import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
-import type { Endpoint, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader } from "./headers.ts";
 import { removeDotSegments } from "./path.ts";
@@ -64,6 +64,11 @@ const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s <
 export const MAX_ATTEMPTS = 10;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The client went away before its response: logged (status 499) and counted; nothing is sent. */
+function cancelled(): ProxyError {
+  return new ProxyError("downstream", "downstream_cancelled", "the client closed the connection before the response");
+}
 
 /** A filter answered the request itself. */
 async function filterResponse(out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): Promise<DownstreamResponse> {
@@ -115,11 +120,15 @@ export class Proxy {
       const res = await this.run(snap, req, x);
       return this.finish(x, res, null);
     } catch (err) {
-      const e = x.bodyTooLarge ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes") : toProxyError(err);
+      const e = x.bodyTooLarge
+        ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes")
+        : req.signal?.aborted
+          ? cancelled()
+          : toProxyError(err);
       if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
       this.deps.stats.errors.labels(e.code).inc();
       const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
-      x.bytesOut = res.chunks![0]!.byteLength;
+      x.bytesOut = e.code === "downstream_cancelled" ? 0 : res.chunks![0]!.byteLength; // nobody to send it to
       return this.finish(x, res, e.code);
     }
   };
@@ -239,6 +248,8 @@ export class Proxy {
     // a fault-injected delay or a slow auth check does not eat the upstream's time.
     const deadline = route.timeoutMs > 0 ? performance.now() + route.timeoutMs : Infinity;
     for (;;) {
+      // The client left during a filter's delay or a retry's backoff: no (further) attempt.
+      if (req.signal?.aborted) throw cancelled();
       if (ctx !== null) {
         target = ctx.target;
         upHeaders = ctx.headers;
@@ -263,7 +274,7 @@ export class Proxy {
       try {
         if (timeoutMs <= 0) throw new ProxyError("upstream", "upstream_timeout", `the route timeout (${route.timeoutMs} ms) elapsed before attempt ${ctx?.attempt ?? 1}`);
         const reqLength = body === null ? null : replayBody !== null ? replayBody.byteLength : bodyLength;
-        res = await this.forward(cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength }, timeoutMs, perTry <= left ? "per-try" : "route");
+        res = await this.forward(cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength }, timeoutMs, perTry <= left ? "per-try" : "route", req.signal);
       } catch (err) {
         failure = toProxyError(err);
         if (failure.source !== "upstream" || x.bodyTooLarge) throw failure;
@@ -384,11 +395,14 @@ export class Proxy {
     req: { method: string; target: string; headers: HeaderList; body: ReadableStream<Uint8Array> | null; bodyLength: number | null },
     timeoutMs: number,
     timeoutKind: "per-try" | "route",
+    signal: CancelSignal | null,
   ): Promise<UpstreamResponse> {
     const started = performance.now();
     cluster.balancer.onStart(endpoint);
     try {
-      const res = await this.deps.client.request(endpoint, req, { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs });
+      const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
+      if (signal !== null) opts.signal = signal;
+      const res = await this.deps.client.request(endpoint, req, opts);
       const now = performance.now();
       cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
       return res;
@@ -399,6 +413,7 @@ export class Proxy {
       if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
         this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
       }
+      if (signal?.aborted) throw cancelled();
       if (e.code === "upstream_timeout") {
         throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
       }

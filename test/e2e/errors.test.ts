@@ -1,5 +1,6 @@
 // Every error the proxy makes: its status, its x-mesh-error code and its JSON body naming the route.
 import { describe, expect, test } from "bun:test";
+import net from "node:net";
 import { closedPort, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream } from "./harness.ts";
 
 async function expectMeshError(res: Response, status: number, code: string, route: string | null) {
@@ -187,6 +188,75 @@ clusters: [{ name: empty, endpoints: [] }]
       await expectMeshError(await fetch(`${q.url}/`), 503, "no_endpoint", "r");
     } finally {
       await q.stop();
+    }
+  });
+});
+
+describe("a client that leaves before its response", () => {
+  /** An upstream that reads requests and never answers; says when the proxy closes its side. */
+  async function silentUpstream() {
+    let closed = false;
+    let bytes = 0;
+    const up = await rawUpstream((s) => {
+      s.on("data", (d: Buffer) => (bytes += d.length));
+      s.on("close", () => (closed = true));
+      s.on("error", () => {});
+    });
+    return { ...up, closed: () => closed, bytes: () => bytes };
+  }
+
+  async function metrics(admin: number): Promise<string> {
+    return (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  }
+
+  async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+    const deadline = performance.now() + ms;
+    while (performance.now() < deadline) {
+      if (await check()) return true;
+      await sleep(20);
+    }
+    return check();
+  }
+
+  test("waiting for the upstream: the upstream request is cancelled and the request logged as 499 downstream_cancelled", async () => {
+    const up = await silentUpstream();
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const c = net.connect(q.port, "127.0.0.1");
+      await new Promise((r) => c.once("connect", r));
+      c.write("GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
+      expect(await until(() => up.bytes() > 0, 2000)).toBe(true);
+      // A reset: a client that only half-closes (FIN) still gets its answer (listener.test.ts).
+      c.resetAndDestroy();
+      // The proxy closes its upstream connection (the response would go nowhere) well before the 15 s route timeout.
+      expect(await until(() => up.closed(), 2000)).toBe(true);
+      expect(await until(async () => (await metrics(q.admin)).includes('mesh_proxy_errors_total{code="downstream_cancelled"} 1'), 2000)).toBe(true);
+      const m = await metrics(q.admin);
+      expect(m).toContain('mesh_requests_total{route="main",cluster="up",code="499"} 1');
+      expect(m).not.toContain("upstream_timeout");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("in the middle of its upload: 499 downstream_cancelled, not 400 bad_request", async () => {
+    const up = await silentUpstream();
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const c = net.connect(q.port, "127.0.0.1");
+      await new Promise((r) => c.once("connect", r));
+      c.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nhello");
+      expect(await until(() => up.bytes() > 0, 2000)).toBe(true);
+      c.resetAndDestroy();
+      expect(await until(async () => (await metrics(q.admin)).includes('mesh_proxy_errors_total{code="downstream_cancelled"} 1'), 2000)).toBe(true);
+      const m = await metrics(q.admin);
+      expect(m).toContain('code="499"} 1');
+      expect(m).not.toContain('code="bad_request"');
+      expect(await until(() => up.closed(), 2000)).toBe(true);
+    } finally {
+      await q.stop();
+      up.stop();
     }
   });
 });

@@ -17,6 +17,7 @@ import { ProxyError } from "../../errors.ts";
 import { platform } from "../../platform/index.ts";
 import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
+import type { CancelSignal } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
   HeadReader,
@@ -152,8 +153,15 @@ class RequestBody implements BodySink {
   }
 }
 
-class ServerConnection implements SocketEvents {
+/**
+ * One client connection. It is also the cancel signal of the request it is answering (one at a time,
+ * pipelined ones wait): aborted when the client goes before that response is out, so the upstream
+ * request stops too, as Envoy resets the upstream stream when its downstream goes.
+ */
+class ServerConnection implements SocketEvents, CancelSignal {
   state = HEAD;
+  aborted = false;
+  private cancelListeners: (() => void)[] | null = null;
   /** Coarse time (server clock) after which the sweep acts on this connection; 0 for none. */
   deadline = 0;
   /** Whether the bytes awaited in HEAD state are a started head (408 on timeout) or nothing (idle close). */
@@ -221,6 +229,7 @@ class ServerConnection implements SocketEvents {
 
   onClose(_error: Error | null): void {
     if (this.state === CLOSED) return;
+    const answering = this.state === ACTIVE;
     this.state = CLOSED;
     this.server.forget(this);
     const body = this.body;
@@ -232,6 +241,28 @@ class ServerConnection implements SocketEvents {
     this.onWritable = null;
     if (this.streaming !== null) void this.streaming.cancel("downstream closed").catch(() => {});
     this.streaming = null;
+    if (answering) this.cancel();
+  }
+
+  // CancelSignal, for the request being answered
+
+  addEventListener(_type: "abort", fn: () => void): void {
+    (this.cancelListeners ??= []).push(fn);
+  }
+
+  removeEventListener(_type: "abort", fn: () => void): void {
+    const list = this.cancelListeners;
+    if (list === null) return;
+    const i = list.indexOf(fn);
+    if (i !== -1) list.splice(i, 1);
+  }
+
+  private cancel(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const list = this.cancelListeners;
+    this.cancelListeners = null;
+    if (list !== null) for (const fn of list) fn();
   }
 
   // Reading requests
@@ -270,6 +301,9 @@ class ServerConnection implements SocketEvents {
 
   private begin(head: RequestHead, chunk: Uint8Array, start: number): void {
     this.state = ACTIVE;
+    // Whatever the last request's upstream exchange subscribed, it unsubscribed when it ended; this
+    // just makes sure nothing can pile up over a long keep-alive connection.
+    this.cancelListeners = null;
     this.minor = head.minor;
     this.method = head.method;
     this.keepAlive = !this.server.draining && (head.minor === 1 ? !head.connectionClose : head.connectionKeepAlive && !head.connectionClose);
@@ -287,6 +321,7 @@ class ServerConnection implements SocketEvents {
       body: body === null ? null : body.stream,
       bodyLength: head.contentLength === -1 ? null : head.contentLength,
       client: this.client,
+      signal: this,
     };
     if (body !== null && start < chunk.length) {
       // A body broken already (-1): the handler still runs and answers; its upstream request fails on the body.
