@@ -302,8 +302,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
   private begin(head: RequestHead, chunk: Uint8Array, start: number): void {
     this.state = ACTIVE;
     // Whatever the last request's upstream exchange subscribed, it unsubscribed when it ended; this
-    // just makes sure nothing can pile up over a long keep-alive connection.
-    this.cancelListeners = null;
+    // just makes sure nothing can pile up over a long keep-alive connection (the array is reused).
+    if (this.cancelListeners !== null) this.cancelListeners.length = 0;
     this.minor = head.minor;
     this.method = head.method;
     this.keepAlive = !this.server.draining && (head.minor === 1 ? !head.connectionClose : head.connectionKeepAlive && !head.connectionClose);
