@@ -64,7 +64,7 @@ export class MeshProxy {
   /** Which listener serves the data plane (see MeshProxyOptions.listener). */
   readonly listenerKind: "native" | "fetch";
   /** Limits the native listener reads; replaced (not mutated) by each config. */
-  private listenerLimits: ListenerLimits = { maxHeadBytes: 16_384, idleTimeoutMs: 60_000, requestHeadersTimeoutMs: 10_000 };
+  private listenerLimits: ListenerLimits = { maxHeadBytes: 16_384, idleTimeoutMs: 60_000, requestHeadersTimeoutMs: 10_000, requestBodyTimeoutMs: 60_000 };
 
   constructor(opts: MeshProxyOptions) {
     this.log = opts.log;
@@ -157,7 +157,12 @@ export class MeshProxy {
     const started: RunningListener[] = [];
     const previousLimits = this.listenerLimits;
     const l = config.limits;
-    this.listenerLimits = { maxHeadBytes: l.maxRequestHeaderBytes, idleTimeoutMs: l.idleTimeoutMs, requestHeadersTimeoutMs: l.requestHeadersTimeoutMs };
+    this.listenerLimits = {
+      maxHeadBytes: l.maxRequestHeaderBytes,
+      idleTimeoutMs: l.idleTimeoutMs,
+      requestHeadersTimeoutMs: l.requestHeadersTimeoutMs,
+      requestBodyTimeoutMs: l.requestBodyTimeoutMs,
+    };
     const unbind = () => {
       for (const s of started) void s.server.stop(false);
       this.listenerLimits = previousLimits;

@@ -183,6 +183,8 @@ export const ConfigSchema = v.strictObject({
       idleTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(86_400_000)), 60_000),
       /** A request head not complete this long after its first byte gets 408 and the connection closes. */
       requestHeadersTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(3_600_000)), 10_000),
+      /** A request body with no bytes arriving for this long (while the proxy reads it) gets 408; 0 disables. */
+      requestBodyTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 60_000),
     }),
     {},
   ),

@@ -725,6 +725,42 @@ describe("downstream HTTP/1.1 listener", () => {
       }
     });
 
+    test("answers 408 request_timeout and closes when a request body stops arriving for limits.requestBodyTimeoutMs", async () => {
+      const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { requestBodyTimeoutMs: 300 }" }));
+      try {
+        await withWire(q.port, async (w) => {
+          const t0 = performance.now();
+          w.write("POST /stalled HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345");
+          const r = await w.response({ timeoutMs: 3000 });
+          expectMeshError(r, 408, "request_timeout");
+          expect(performance.now() - t0).toBeGreaterThanOrEqual(295);
+          expect(performance.now() - t0).toBeLessThan(2000);
+          expect(header(r, "connection")?.toLowerCase()).toBe("close");
+          expect(await w.closedWithin(1000)).toBe(true);
+        });
+      } finally {
+        await q.stop();
+      }
+    });
+
+    test("a slow upload whose bytes keep coming is not cut off by limits.requestBodyTimeoutMs", async () => {
+      const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { requestBodyTimeoutMs: 300 }" }));
+      try {
+        await withWire(q.port, async (w) => {
+          w.write("POST /steady HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n");
+          for (const c of "abcdefgh") {
+            await sleep(120); // 960 ms in all, never 300 ms without a byte
+            w.write(c);
+          }
+          const r = await w.response({ timeoutMs: 3000 });
+          expect(r.status).toBe(200);
+          expect((JSON.parse(r.body) as Echo).body).toBe("abcdefgh");
+        });
+      } finally {
+        await q.stop();
+      }
+    });
+
     test("counts limits.requestHeadersTimeoutMs from the head's start, however often bytes trickle in", async () => {
       const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { requestHeadersTimeoutMs: 300 }" }));
       try {

@@ -38,6 +38,8 @@ export interface ListenerLimits {
   idleTimeoutMs: number;
   /** A request head not complete this long after its first byte gets 408. */
   requestHeadersTimeoutMs: number;
+  /** A request body with nothing arriving for this long, while we read it, gets 408; 0: no limit. */
+  requestBodyTimeoutMs: number;
 }
 
 export interface Http1ServerOptions {
@@ -323,6 +325,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
       client: this.client,
       signal: this,
     };
+    // The body's clock runs while we wait for its bytes; not while `Expect: 100-continue` holds it back.
+    if (body !== null && !body.expectContinue) this.deadline = this.server.bodyDeadline();
     if (body !== null && start < chunk.length) {
       // A body broken already (-1): the handler still runs and answers; its upstream request fails on the body.
       start = this.feedBody(body, chunk, start);
@@ -338,6 +342,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
   /** Feeds request body bytes; returns where the body ended in the chunk, or -1 when the body broke. */
   private feedBody(body: RequestBody, chunk: Uint8Array, start: number): number {
     body.expectContinue = false;
+    this.deadline = this.server.bodyDeadline();
     let end: number;
     countStreamed(chunk.length - start);
     try {
@@ -353,6 +358,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     }
     if (body.decoder.done) {
       body.done = true;
+      this.deadline = 0;
       body.controller.close();
     } else if ((body.controller.desiredSize ?? 1) <= 0 && !this.readPaused) {
       this.socket.pause();
@@ -368,6 +374,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     if (body.expectContinue && body.stream.locked) {
       body.expectContinue = false;
       this.write(CONTINUE);
+      this.deadline = this.server.bodyDeadline();
     }
     if (this.readPaused && this.pendingBytes < PENDING_HIGH_WATER) {
       this.readPaused = false;
@@ -425,6 +432,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
 
   /** The sweep found this connection past its deadline. */
   expire(): void {
+    if (this.state === ACTIVE) return this.expireBody();
     if (this.state !== HEAD) return;
     if (!this.partial) return this.close();
     this.refuse(new ProxyError("downstream", "request_timeout", `request head not complete within limits.requestHeadersTimeoutMs (${this.server.limits.requestHeadersTimeoutMs})`), null);
@@ -540,6 +548,25 @@ class ServerConnection implements SocketEvents, CancelSignal {
     next();
   }
 
+  /** Nothing of the request body arrived for limits.requestBodyTimeoutMs: the request fails with 408. */
+  private expireBody(): void {
+    const body = this.body;
+    if (body === null || body.done) {
+      this.deadline = 0;
+      return;
+    }
+    if (this.readPaused || body.expectContinue) {
+      // We are the ones not reading (the upstream is slow to take it, or the body is not invited yet).
+      this.deadline = this.server.bodyDeadline();
+      return;
+    }
+    this.deadline = 0;
+    body.done = true;
+    this.keepAlive = false; // the rest of the body may still come: where the next request starts is unknown
+    const ms = this.server.limits.requestBodyTimeoutMs;
+    body.controller.error(new ProxyError("downstream", "request_timeout", `no request body bytes for limits.requestBodyTimeoutMs (${ms} ms)`));
+  }
+
   /** The response is out: next request on this connection, or close. */
   private responded(): void {
     if (this.state !== ACTIVE) return;
@@ -631,6 +658,12 @@ class Server implements Http1Server {
     return this.clock + this.limits.idleTimeoutMs + this.tick;
   }
 
+  /** The same for a request body being read: 0 (none) when limits.requestBodyTimeoutMs is 0. */
+  bodyDeadline(): number {
+    const ms = this.limits.requestBodyTimeoutMs;
+    return ms > 0 ? this.clock + ms + this.tick : 0;
+  }
+
   forget(conn: ServerConnection): void {
     this.open.delete(conn);
     if (this.open.size === 0 && this.emptied.length > 0) {
@@ -643,7 +676,8 @@ class Server implements Http1Server {
   /** One timer per listener checks every connection's deadline; no timer per request. */
   private schedule(): void {
     const l = this.limits;
-    const tick = Math.max(10, Math.min(1000, Math.floor(Math.min(l.idleTimeoutMs, l.requestHeadersTimeoutMs) / 4)));
+    const shortest = Math.min(l.idleTimeoutMs, l.requestHeadersTimeoutMs, l.requestBodyTimeoutMs > 0 ? l.requestBodyTimeoutMs : Infinity);
+    const tick = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
     if (tick === this.tick && this.sweeper !== null) return;
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.tick = tick;

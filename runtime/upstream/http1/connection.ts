@@ -462,7 +462,9 @@ export class Connection implements SocketEvents, BodySink {
       const error =
         err instanceof BodyLengthError
           ? new ProxyError("internal", "internal", err.message)
-          : new ProxyError("downstream", "bad_request", "the request body could not be read", { cause: err });
+          : err instanceof ProxyError && err.source === "downstream"
+            ? err // the listener said what was wrong with the body (malformed, too slow, client gone)
+            : new ProxyError("downstream", "bad_request", "the request body could not be read", { cause: err });
       this.fail(ex, error);
       return;
     }
