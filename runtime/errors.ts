@@ -90,13 +90,32 @@ export function toProxyError(err: unknown): ProxyError {
 const encoder = new TextEncoder();
 
 /**
+ * What a client is told about an upstream failure. The full message (which endpoint, what bytes it
+ * sent back) goes to the access log's `detail` instead: the client needs the cause, not the mesh's
+ * addresses or another service's output (Envoy's local replies keep those out too).
+ */
+const PUBLIC_MESSAGE: Partial<Record<ErrorCode, string>> = {
+  no_endpoint: "the route's cluster has no endpoints",
+  upstream_refused: "the upstream refused the connection or could not be reached",
+  upstream_connect_timeout: "connecting to the upstream timed out",
+  upstream_timeout: "the upstream did not send a response head in time",
+  upstream_reset: "the upstream closed the connection before a complete response",
+  upstream_protocol_error: "the upstream's response was not valid HTTP/1.1",
+};
+
+/** The message an error response's body carries. */
+export function publicMessage(err: ProxyError): string {
+  return err.source === "upstream" ? (PUBLIC_MESSAGE[err.code] ?? err.message) : err.message;
+}
+
+/**
  * The response the proxy sends for an error it made itself: a small JSON body naming the cause and
  * the route, and an `x-mesh-error` header with the short code.
  */
 export function errorResponse(err: ProxyError, route: string | null, requestId: string): DownstreamResponse {
   const body = JSON.stringify({
     error: err.code,
-    message: err.message,
+    message: publicMessage(err),
     source: err.source,
     route,
     requestId,

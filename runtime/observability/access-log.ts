@@ -16,6 +16,8 @@ export interface AccessLogEntry {
   client: string;
   /** x-mesh-error code when the proxy made the response or the stream failed. */
   error: string | null;
+  /** With `error`: the full message (which endpoint, what went wrong), which the client's error body leaves out. */
+  detail?: string;
 }
 
 export interface AccessLog {

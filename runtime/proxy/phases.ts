@@ -56,6 +56,8 @@ interface Exchange {
   bytesOut: number;
   /** A streamed body will report its end through onBodyEnd: log then, not now. */
   deferred: boolean;
+  /** The full message of the error the proxy answered with, for the access log. */
+  detail: string | null;
 }
 
 const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s < 200);
@@ -129,6 +131,7 @@ export class Proxy {
       this.deps.stats.errors.labels(e.code).inc();
       const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
       x.bytesOut = e.code === "downstream_cancelled" ? 0 : res.chunks![0]!.byteLength; // nobody to send it to
+      x.detail = e.message;
       return this.finish(x, res, e.code);
     }
   };
@@ -143,6 +146,7 @@ export class Proxy {
     this.deps.stats.errors.labels(err.code).inc();
     const res = errorResponse(err, null, x.requestId);
     x.bytesOut = res.chunks![0]!.byteLength;
+    x.detail = err.message;
     return this.finish(x, res, err.code);
   }
 
@@ -164,6 +168,7 @@ export class Proxy {
       logged: false,
       bytesOut: 0,
       deferred: false,
+      detail: null,
     };
   }
 
@@ -490,6 +495,7 @@ export class Proxy {
       bytesOut,
       client: x.client.address,
       error,
+      ...(error !== null && x.detail !== null ? { detail: x.detail } : null),
     });
   }
 }

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, ROOT, echoUpstream, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
+import { BUN, ROOT, closedPort, echoUpstream, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
 
 function twoClusterConfig(a: number, b: number, cluster: "a" | "b", extra = ""): string {
   return `
@@ -94,6 +94,24 @@ describe("access log", () => {
     } finally {
       p.kill("SIGKILL");
       echo.stop();
+    }
+  });
+
+  test("an error's line carries the full message as detail; the client's error body leaves the endpoint out", async () => {
+    const port = await closedPort();
+    const p = await startReadyProcess(simpleConfig(port).replace("accessLog: { enabled: false }", "accessLog: { enabled: true }"));
+    try {
+      const res = await fetch(`${p.url}/down`);
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as { message: string };
+      expect(body.message).not.toContain(String(port));
+      for (let i = 0; i < 50 && p.stdout.length < 1; i++) await sleep(20);
+      const line = JSON.parse(p.stdout[0]!);
+      expect(line).toMatchObject({ status: 503, error: "upstream_refused", upstream: `127.0.0.1:${port}` });
+      expect(line.detail).toContain("ECONNREFUSED"); // the cause, which the body states only generically
+      expect(body.message).not.toContain("ECONNREFUSED");
+    } finally {
+      p.kill("SIGKILL");
     }
   });
 
