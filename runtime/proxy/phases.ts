@@ -21,7 +21,7 @@ import { hashKeyOf } from "../upstream/balancers.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader } from "./headers.ts";
-import { removeDotSegments } from "./path.ts";
+import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
 import { normalizeHost } from "./router.ts";
 import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
 import type { ProxyStats } from "./stats.ts";
@@ -181,6 +181,9 @@ export class Proxy {
     // 2. route
     let qi = x.target.indexOf("?");
     let path = qi === -1 ? x.target : x.target.slice(0, qi);
+    if (hasHiddenDotSegments(path)) {
+      throw new ProxyError("downstream", "bad_request", "the path has a dot segment behind an encoded slash or a backslash, which upstreams resolve differently");
+    }
     const normal = removeDotSegments(path);
     if (normal !== path) {
       x.target = normal + (qi === -1 ? "" : x.target.slice(qi));

@@ -85,6 +85,16 @@ clusters:
     }
   });
 
+  test("refuses (400) a dot segment hidden behind an encoded slash or a backslash; an encoded slash alone passes", async () => {
+    for (const path of ["/split%2f..%2fapi/v1/users", "/split\\..\\api/v1/users", "/split/x%5C..%5Cy"]) {
+      const out = await rawRequest(p.port, `GET ${path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n`);
+      expect(out.startsWith("HTTP/1.1 400")).toBe(true);
+      expect(out.toLowerCase()).toContain("x-mesh-error: bad_request");
+    }
+    const out = await rawRequest(p.port, `GET /api/v1/a%2Fb HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n`);
+    expect(out.startsWith("HTTP/1.1 200")).toBe(true);
+  });
+
   test("rewrites the path prefix and keeps the query", async () => {
     expect((await get("/api/v1/users/7?full=1&x=%2F")).seen.target).toBe("/internal/users/7?full=1&x=%2F");
   });

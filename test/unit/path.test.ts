@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { removeDotSegments } from "../../runtime/proxy/path.ts";
+import { hasHiddenDotSegments, removeDotSegments } from "../../runtime/proxy/path.ts";
 
 describe("removeDotSegments", () => {
   test.each([
@@ -29,5 +29,23 @@ describe("removeDotSegments", () => {
   test("returns the same string when there is nothing to resolve", () => {
     const p = "/api/v1/items%2Fx";
     expect(removeDotSegments(p)).toBe(p);
+  });
+});
+
+describe("hasHiddenDotSegments", () => {
+  test.each([
+    ["/r%2f..%2fonly", true],
+    ["/r%2F..%2Fonly", true],
+    ["/r%5c..%5conly", true],
+    ["/r\\..\\x", true],
+    ["/r/x%2F..", true],
+    ["/r/%2e%2e%2fadmin", true],
+    ["/api/v1/items%2Fx", false],
+    ["/a%2Fb%2Fc", false],
+    ["/a/b%20c", false],
+    ["/a/..b%2fc", false],
+    ["/plain/path", false],
+  ])("%s -> %s", (input, want) => {
+    expect(hasHiddenDotSegments(input)).toBe(want);
   });
 });
