@@ -18,6 +18,7 @@ export type ErrorCode =
   | "upstream_protocol_error" // 502: the upstream sent something that is not HTTP/1.1
   | "request_body_too_large" // 413
   | "request_headers_too_large" // 431
+  | "uri_too_long" // 414: the request line alone is over the head limit
   | "bad_request" // 400: the client sent something we cannot forward
   | "request_timeout" // 408: the client did not finish its request head in time
   | "expectation_failed" // 417: an Expect other than 100-continue
@@ -37,6 +38,7 @@ const STATUS: Record<ErrorCode, number> = {
   upstream_protocol_error: 502,
   request_body_too_large: 413,
   request_headers_too_large: 431,
+  uri_too_long: 414,
   bad_request: 400,
   request_timeout: 408,
   expectation_failed: 417,

@@ -312,6 +312,25 @@ describe("downstream HTTP/1.1 listener", () => {
       });
     });
 
+    test("answers 414 uri_too_long and closes when the request line alone is over the limit, in one write or several", async () => {
+      const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { maxRequestHeaderBytes: 1024 }" }));
+      try {
+        for (const pieces of [[`GET /${"u".repeat(2000)} HTTP/1.1\r\nHost: t\r\n\r\n`], ["GET /", "u".repeat(600), "u".repeat(600)]]) {
+          await withWire(q.port, async (w) => {
+            for (const piece of pieces) {
+              w.write(piece);
+              await sleep(30);
+            }
+            const r = await w.response({ timeoutMs: 1000 });
+            expectMeshError(r, 414, "uri_too_long");
+            expect(await w.closedWithin(1000)).toBe(true);
+          });
+        }
+      } finally {
+        await q.stop();
+      }
+    });
+
     test("answers 431 request_headers_too_large and closes for a head that trickles in over the limit and never ends", async () => {
       const q = await startInProcess(simpleConfig(echo.port, { top: "limits: { maxRequestHeaderBytes: 1024 }" }));
       const before = seen.length;
@@ -352,6 +371,11 @@ describe("downstream HTTP/1.1 listener", () => {
 
     test("answers 400 and closes when the last transfer coding is not chunked (RFC 9112 6.3)", () =>
       expectRefused("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nhello", 400, "bad_request"));
+
+    test("answers 400 and closes when chunked is applied twice, in one header or two", async () => {
+      await expectRefused("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400, "bad_request");
+      await expectRefused("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request");
+    });
 
     test("answers 501 unsupported_transfer_encoding and closes for a coding under chunked", () =>
       expectRefused("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"));

@@ -127,6 +127,8 @@ export function parseRequestHead(text: string): RequestHead {
     // codings under chunked (gzip, chunked) we do not decode, and the upstream would never learn of them (501).
     const list = codings.toLowerCase().split(",").map((c) => c.trim());
     if (list[list.length - 1] !== "chunked") throw reject("bad_request", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} does not end in chunked`);
+    // Chunked applied twice is malformed, not an unsupported coding (section 6.1: a sender MUST NOT).
+    if (list.indexOf("chunked") !== list.length - 1) throw reject("bad_request", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} applies chunked more than once`);
     if (list.length > 1) throw reject("unsupported_transfer_encoding", `transfer-encoding ${JSON.stringify(codings.slice(0, 64))} is not supported; only chunked is`);
   }
   // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing may be faulty;

@@ -277,6 +277,10 @@ class ServerConnection implements SocketEvents, CancelSignal {
       text = this.reader.push(chunk, start);
     } catch (err) {
       if (!(err instanceof ParseError)) throw err;
+      // As nginx does: 414 when the request line alone does not fit, 431 when the headers do not.
+      if (!this.reader.sawLineEnd(chunk, start)) {
+        return this.refuse(new ProxyError("downstream", "uri_too_long", `request line exceeds limits.maxRequestHeaderBytes (${limits.maxHeadBytes})`), null);
+      }
       return this.refuse(new ProxyError("downstream", "request_headers_too_large", `request head exceeds limits.maxRequestHeaderBytes (${limits.maxHeadBytes})`), null);
     }
     if (text === null) {

@@ -91,6 +91,14 @@ export class HeadReader {
     return null;
   }
 
+  /** After push() threw for size: whether the bytes seen had a line end, i.e. the first line fit. */
+  sawLineEnd(chunk: Uint8Array, start: number): boolean {
+    // Held bytes are the first `max` of the head; else they were all in this chunk.
+    if (this.len > 0 && this.buf !== null) return this.buf.subarray(0, this.len).indexOf(10) !== -1;
+    const lf = chunk.indexOf(10, start);
+    return lf !== -1 && lf < start + this.max;
+  }
+
   private append(bytes: Uint8Array): void {
     const need = this.len + bytes.length;
     if (this.buf === null || this.buf.length < need) {
