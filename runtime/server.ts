@@ -261,7 +261,7 @@ export class MeshProxy {
         if (host === null) return { ok: false, error: "this proxy has no filter host" };
         return host.loadModule(name, bytes, sha ?? undefined);
       },
-    });
+    }, { loopbackOnly: isLoopbackAddress(config.admin.address) });
     const server = platform.serve({ hostname: config.admin.address, port: config.admin.port, handler: (req) => app.fetch(req) });
     this.log.info("admin listening", { address: config.admin.address, port: server.port });
     return server;
@@ -298,4 +298,9 @@ export class ConfigStartError extends Error {
     super(`invalid config ${source}:\n  ${errors.join("\n  ")}`);
     this.name = "ConfigStartError";
   }
+}
+
+/** 127.0.0.0/8, ::1 and localhost: an admin API bound there is meant for this machine only. */
+function isLoopbackAddress(address: string): boolean {
+  return address === "localhost" || address === "::1" || address === "[::1]" || address.startsWith("127.");
 }

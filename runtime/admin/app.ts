@@ -13,8 +13,36 @@ export interface AdminBackend {
   loadFilter(name: string, bytes: Uint8Array, sha256: string | null): Promise<{ ok: true } | { ok: false; error: string }>;
 }
 
-export function createAdminApp(b: AdminBackend): Hono {
+/**
+ * Whether a Host header names this machine by address or as localhost. A loopback admin API answers
+ * only those: DNS rebinding (a page on attacker.example whose name is made to resolve to 127.0.0.1)
+ * reaches loopback with the attacker's name as Host, and this API can replace the config.
+ */
+export function isLocalHost(host: string | undefined): boolean {
+  if (host === undefined || host === "") return false;
+  if (host.startsWith("[")) return true; // an IPv6 literal
+  const colon = host.indexOf(":");
+  const name = (colon === -1 ? host : host.slice(0, colon)).toLowerCase();
+  return name === "localhost" || /^\d{1,3}(?:\.\d{1,3}){3}$/.test(name);
+}
+
+export interface AdminOptions {
+  /** The API listens on loopback: refuse requests whose Host is a DNS name other than localhost. */
+  loopbackOnly: boolean;
+}
+
+export function createAdminApp(b: AdminBackend, opts: AdminOptions = { loopbackOnly: false }): Hono {
   const app = new Hono();
+  if (opts.loopbackOnly) {
+    app.use("*", async (c, next) => {
+      const host = c.req.header("host");
+      if (isLocalHost(host)) return next();
+      return c.json(
+        { error: "forbidden_host", message: `the admin API listens on loopback and answers only Host localhost or an IP address, not ${JSON.stringify(host ?? "")}` },
+        403,
+      );
+    });
+  }
   app.get("/live", (c) => c.text("live\n"));
   app.get("/ready", (c) => (b.ready() ? c.text("ready\n") : c.text("draining\n", 503)));
   app.get("/config", (c) => c.json(b.config()));

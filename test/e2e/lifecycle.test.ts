@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, ROOT, closedPort, echoUpstream, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
+import { BUN, ROOT, closedPort, echoUpstream, rawRequest, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
 
 function twoClusterConfig(a: number, b: number, cluster: "a" | "b", extra = ""): string {
   return `
@@ -70,6 +70,21 @@ describe("admin API", () => {
       expect(m).toMatch(/mesh_request_duration_seconds_bucket\{route="main",le="\+Inf"\} 4/);
       expect(m).toContain("# TYPE mesh_requests_in_flight gauge");
       expect(m).toContain("# TYPE mesh_upstream_connect_failures_total counter");
+    } finally {
+      p.kill("SIGKILL");
+      echo.stop();
+    }
+  });
+
+  test("on loopback, answers only Host localhost or an IP address (DNS rebinding)", async () => {
+    const echo = echoUpstream();
+    const p = await startReadyProcess(simpleConfig(echo.port));
+    try {
+      const as = (host: string) => rawRequest(p.admin, `GET /config HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      const refused = await as(`attacker.example:${p.admin}`);
+      expect(refused).toStartWith("HTTP/1.1 403");
+      expect(refused).toContain("forbidden_host");
+      for (const host of [`localhost:${p.admin}`, `127.0.0.1:${p.admin}`, "[::1]"]) expect(await as(host)).toStartWith("HTTP/1.1 200");
     } finally {
       p.kill("SIGKILL");
       echo.stop();
