@@ -236,7 +236,10 @@ export class MeshProxy {
     return platform.serve({ hostname, port, handler: this.fetchDataPlane });
   }
 
-  private readonly fetchDataPlane = fetchHandler(() => this.proxy!.handle);
+  private readonly fetchDataPlane = fetchHandler(
+    () => this.proxy!.handle,
+    () => (err, client, head) => this.proxy!.refuse(err, client, head),
+  );
 
   /** Requests being handled right now. */
   inFlight(): number {

@@ -2,9 +2,17 @@
 // (Bun.serve, Deno.serve), with MESHWASM_LISTENER=fetch or on a runtime without a TCP listener. Converts between fetch objects and the plain
 // DownstreamRequest / DownstreamResponse the phases use.
 import { Hono } from "hono";
+import { ProxyError } from "../errors.ts";
 import { platform, type ClientInfo } from "../platform/index.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import type { DownstreamHandler, DownstreamRequest, DownstreamResponse } from "./types.ts";
+
+/** Path and query of a request URL: absolute ("http://host/p?q") normally, just "/p?q" when the request had no Host (Bun). */
+function targetOf(url: string): string {
+  if (url.charCodeAt(0) === 0x2f /* "/" */) return url;
+  const slash = url.indexOf("/", url.indexOf("//") + 2);
+  return slash === -1 ? "/" : url.slice(slash);
+}
 
 export function fromRequest(req: Request, client: ClientInfo): DownstreamRequest {
   const url = req.url;
@@ -15,7 +23,7 @@ export function fromRequest(req: Request, client: ClientInfo): DownstreamRequest
   const cl = req.headers.get("content-length");
   return {
     method: req.method,
-    target: url.slice(url.indexOf("/", url.indexOf("//") + 2)),
+    target: targetOf(url),
     headers,
     body: req.body,
     // NaN for a malformed value: the phases answer 400.
@@ -35,9 +43,29 @@ export function toResponse(res: DownstreamResponse): Response {
   return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
+/** Answers a request the listener refuses before the phases: counted and logged like any other error. */
+export type Refuse = (err: ProxyError, client: ClientInfo, head: { method: string; target: string }) => DownstreamResponse;
+
+/**
+ * What the runtime's server lets through, checked here as the native listener does it: it joins
+ * repeated Host headers into one and passes any Expect on.
+ */
+function refusal(req: Request): ProxyError | null {
+  const host = req.headers.get("host");
+  if (host !== null && host.includes(",")) return new ProxyError("downstream", "bad_request", "more than one Host header");
+  const expect = req.headers.get("expect");
+  if (expect !== null && expect.toLowerCase() !== "100-continue") return new ProxyError("downstream", "expectation_failed", `unsupported expectation ${JSON.stringify(expect.slice(0, 64))}`);
+  return null;
+}
+
 /** A fetch handler running `handle` for every request, through one catch-all Hono route. */
-export function fetchHandler(handle: () => DownstreamHandler): (req: Request, client: ClientInfo) => Promise<Response> {
+export function fetchHandler(handle: () => DownstreamHandler, refuse: () => Refuse): (req: Request, client: ClientInfo) => Promise<Response> {
   const app = new Hono<{ Bindings: { client: ClientInfo } }>();
-  app.all("*", async (c) => toResponse(await handle()(fromRequest(c.req.raw, c.env.client))));
+  app.all("*", async (c) => {
+    const req = c.req.raw;
+    const err = refusal(req);
+    if (err !== null) return toResponse(refuse()(err, c.env.client, { method: req.method, target: targetOf(req.url) }));
+    return toResponse(await handle()(fromRequest(req, c.env.client)));
+  });
   return (req, client) => Promise.resolve(app.fetch(req, { client }));
 }

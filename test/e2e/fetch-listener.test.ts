@@ -54,6 +54,20 @@ describe("fetch listener", () => {
     expect(out).toContain('"error":"request_headers_too_large"');
   });
 
+  test("an HTTP/1.0 request without Host keeps its whole path", async () => {
+    const out = await rawRequest(p.port, "GET /r/x?q=1 HTTP/1.0\r\n\r\n");
+    expect(out).toMatch(/^HTTP\/1\.[01] 200/);
+    expect(((JSON.parse(out.slice(out.indexOf("\r\n\r\n") + 4)) as Echo).target)).toBe("/r/x?q=1");
+  });
+
+  test("refuses what the runtime's server lets through: two Hosts, an unknown Expect", async () => {
+    const send = (head: string) => rawRequest(p.port, `${head}\r\nconnection: close\r\n\r\n`);
+    expect(await send("GET /x HTTP/1.1\r\nhost: a\r\nhost: b")).toStartWith("HTTP/1.1 400");
+    const expectation = await send("GET /x HTTP/1.1\r\nhost: a\r\nexpect: foo");
+    expect(expectation).toStartWith("HTTP/1.1 417");
+    expect(expectation.toLowerCase()).toContain("x-mesh-error: expectation_failed");
+  });
+
   test("HEAD has no body", async () => {
     const res = await fetch(`${p.url}/h`, { method: "HEAD" });
     expect(res.status).toBe(200);
