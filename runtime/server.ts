@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { createAdminApp } from "./admin/app.ts";
 import { parseConfig, type LoadResult } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
+import { startIdleGc } from "./idle-gc.ts";
 import { fetchHandler } from "./listener/fetch.ts";
 import { createHttp1Server, nativeListenerAvailable, type ListenerLimits } from "./listener/http1/server.ts";
 import type { ListenFn } from "./platform/tcp.ts";
@@ -60,6 +61,7 @@ export class MeshProxy {
   /** Serialises reloads: one applies at a time, in arrival order. */
   private applying: Promise<unknown> = Promise.resolve();
   private configPath: string | null = null;
+  private readonly idleGc = startIdleGc({ served: () => this.proxy?.served ?? 0 });
 
   /** Which listener serves the data plane (see MeshProxyOptions.listener). */
   readonly listenerKind: "native" | "fetch";
@@ -286,6 +288,7 @@ export class MeshProxy {
     const outcome = await Promise.race([graceful.then(() => "drained" as const), deadline]);
     if (outcome === "timeout") await Promise.all(this.listeners.map((l) => l.server.stop(false)));
     this.accessLog.flush();
+    this.idleGc.stop();
     await this.admin?.stop(false);
     await this.filters?.close();
     this.client.close();

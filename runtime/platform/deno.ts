@@ -1,4 +1,6 @@
 // The Deno runtime: Deno.serve for listeners.
+import v8 from "node:v8";
+import vm from "node:vm";
 import type { Platform, Server, ServeOptions } from "./types.ts";
 
 // Typed loosely so the Bun typecheck needs no Deno types; the shapes used are Deno 2's stable API.
@@ -6,6 +8,21 @@ import type { Platform, Server, ServeOptions } from "./types.ts";
 declare const Deno: any;
 
 const encoder = new TextEncoder();
+
+/**
+ * V8's full collection, which `deno run` does not expose: the flag can still be set at run time and
+ * `gc` read from a fresh context. Measured: a heap left at 126 MB RSS by garbage went to 47 MB. Null
+ * if this V8 refuses (then collection is left to its heuristics).
+ */
+const fullGc: (() => void) | null = (() => {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as unknown;
+    return typeof gc === "function" ? (gc as () => void) : null;
+  } catch {
+    return null;
+  }
+})();
 
 export const denoPlatform: Platform = {
   name: "deno",
@@ -46,7 +63,7 @@ export const denoPlatform: Platform = {
   },
   rss: () => Deno.memoryUsage().rss as number,
   collectGarbage() {
-    // V8 exposes no collection call without --expose-gc; its heuristics see external memory anyway.
+    fullGc?.();
   },
   bufferedBody: (chunks) => new Blob(chunks as unknown as BlobPart[]),
 };

@@ -87,6 +87,8 @@ function filterFailure(out: { filter: string; phase: string; reason: string }): 
 export class Proxy {
   private snapshot: Snapshot;
   private inFlight = 0;
+  /** Requests started since this Proxy was made (the idle collector watches it). */
+  served = 0;
 
   constructor(
     snapshot: Snapshot,
@@ -153,6 +155,7 @@ export class Proxy {
   /** A new request's bookkeeping; counted in flight until done() logs it. */
   private exchange(client: ClientInfo, method: string, target: string): Exchange {
     this.inFlight++;
+    this.served++;
     return {
       startedAt: performance.now(),
       client,
