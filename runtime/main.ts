@@ -3,6 +3,8 @@ import { createLogger } from "./observability/log.ts";
 import { platform } from "./platform/index.ts";
 import { ConfigStartError, MeshProxy } from "./server.ts";
 import { parseConfig } from "./config/load.ts";
+import type { Config } from "./config/schema.ts";
+import { Registry } from "./observability/metrics.ts";
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
@@ -30,6 +32,17 @@ function parseArgs(argv: string[]): { config: string | null; check: boolean } {
   return { config, check };
 }
 
+async function checkFilters(config: Config, configDir: string): Promise<string[]> {
+  if (config.filterDir === undefined && config.routes.every((r) => r.filters.length === 0)) return [];
+  const { createFilterHost } = await import("./wasm/host.ts");
+  const host = createFilterHost({ configDir, log: createLogger({ level: "error" }), metrics: new Registry(), watch: false });
+  try {
+    return await host.applyConfig(config);
+  } finally {
+    await host.close();
+  }
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(platform.args());
   if (args.config === null) {
@@ -46,11 +59,14 @@ async function main(): Promise<void> {
       platform.exit(1);
     }
     const r = parseConfig(text);
-    if (r.ok) {
+    // Filter configs too, as a start would check them: their modules are compiled and each route's
+    // config goes through the filter's schema and its own checks. Nothing listens.
+    const errors = r.ok ? await checkFilters(r.config, dirname(path)) : r.errors;
+    if (r.ok && errors.length === 0) {
       console.log(`${path}: valid (${r.config.routes.length} routes, ${r.config.clusters.length} clusters)`);
       platform.exit(0);
     }
-    console.error(`invalid config ${path}:\n  ${r.errors.join("\n  ")}`);
+    console.error(`invalid config ${path}:\n  ${errors.join("\n  ")}`);
     platform.exit(1);
   }
 

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, ROOT, closedPort, echoUpstream, rawRequest, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
+import { BUN, ROOT, buildStandardFilters, closedPort, echoUpstream, rawRequest, simpleConfig, sleep, startReadyProcess, tempDir, upstream } from "./harness.ts";
 
 function twoClusterConfig(a: number, b: number, cluster: "a" | "b", extra = ""): string {
   return `
@@ -38,6 +38,23 @@ describe("startup", () => {
     const r = spawnSync(BUN, [join(ROOT, "runtime/main.ts"), "--config", path, "--check"], { encoding: "utf8", timeout: 15000 });
     expect(r.stdout).toContain("valid (1 routes, 1 clusters)");
     expect(r.status).toBe(0);
+  });
+
+  test("--check also runs each filter's config checks, as a start would", async () => {
+    await buildStandardFilters("fault");
+    const dir = tempDir();
+    const path = join(dir, "filters.yaml");
+    const fault = (percent: number) => `{ name: fault, config: { abort: { percent: ${percent}, status: 503 } } }`;
+    const yaml = (percent: number) =>
+      simpleConfig(1, { top: `filterDir: ${join(ROOT, "filters/dist")}`, routeExtra: `    filters: [${fault(percent)}]` });
+    writeFileSync(path, yaml(150));
+    const bad = spawnSync(BUN, [join(ROOT, "runtime/main.ts"), "--config", path, "--check"], { encoding: "utf8", timeout: 30000 });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain("routes[0].filters[0].config");
+    writeFileSync(path, yaml(10));
+    const good = spawnSync(BUN, [join(ROOT, "runtime/main.ts"), "--config", path, "--check"], { encoding: "utf8", timeout: 30000 });
+    expect(good.stdout).toContain("valid (1 routes, 1 clusters)");
+    expect(good.status).toBe(0);
   });
 
   test("a missing config file is a clear error", () => {
