@@ -126,6 +126,9 @@ describe("valid tokens", () => {
     const t = await mint("RS256");
     expect(h.request({ headers: { "x-jwt": t } }).outcome.kind).toBe("continue");
     expect(h.request({ headers: { cookie: `theme=dark; session=${t}; lang=en` } }).outcome.kind).toBe("continue");
+    // In a second Cookie field (as after an HTTP/2 hop), and in DQUOTEs (RFC 6265).
+    expect(h.request({ headers: [["cookie", "theme=dark"], ["cookie", `session=${t}`]] }).outcome.kind).toBe("continue");
+    expect(h.request({ headers: { cookie: `session="${t}"` } }).outcome.kind).toBe("continue");
     // Authorization is not a source here.
     expect(refusal(h.request({ headers: bearer(t) })).body.error).toBe("missing_credentials");
   });
@@ -185,6 +188,15 @@ describe("claims", () => {
     expect(h.request({ headers: bearer(await mint("ES256", { ...ok, scope: ["write"] })) }).outcome.kind).toBe("continue");
   });
 
+  test("equals compares JSON values: member order does not matter, array order and types do", async () => {
+    const h = await load({ jwt: { jwks: keysConfig, requiredClaims: [{ name: "tenant", equals: { a: 1, b: [1, 2], c: { d: "x" } } }] } });
+    const ok = h.request({ headers: bearer(await mint("ES256", { tenant: { c: { d: "x" }, b: [1, 2], a: 1.0 } })) });
+    expect(ok.outcome.kind).toBe("continue");
+    for (const tenant of [{ a: 1, b: [2, 1], c: { d: "x" } }, { a: "1", b: [1, 2], c: { d: "x" } }, { a: 1, b: [1, 2] }, { a: 1, b: [1, 2], c: { d: "x" }, e: 0 }]) {
+      expect(refusal(h.request({ headers: bearer(await mint("ES256", { tenant })) })).body.reason).toBe("claim_mismatch");
+    }
+  });
+
   test("forwards chosen claims and always removes client-sent copies of those headers", async () => {
     const h = await load({ jwt: { jwks: keysConfig, forwardClaims: { sub: "x-user-id", email: "x-user-email", tenant_id: "x-tenant", roles: "x-roles" } } });
     const spoof = { "x-user-id": "root", "X-User-Email": "root@evil", "x-tenant": "0" };
@@ -208,6 +220,10 @@ describe("claims", () => {
     expect(r.header("authorization")).toBeNull();
     expect(h.request({ headers: { cookie: `a=1; at=${t}; b=2` } }).header("cookie")).toBe("a=1; b=2");
     expect(h.request({ headers: { cookie: `at=${t}` } }).header("cookie")).toBeNull();
+    // Over several Cookie fields only the token's cookie goes; the others stay, as one field.
+    const split = h.request({ headers: [["cookie", `at=${t}`], ["cookie", "a=1"], ["cookie", "b=2"]] });
+    expect(split.outcome.kind).toBe("continue");
+    expect(split.header("cookie")).toBe("a=1; b=2");
   });
 });
 

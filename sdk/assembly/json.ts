@@ -92,6 +92,42 @@ export class JsonValue {
     return out;
   }
 
+  /**
+   * Whether `other` is the same JSON value: objects member by member whatever their order (with a
+   * duplicate key, the last one counts, as get() reads it), arrays item by item, numbers by value.
+   */
+  equals(other: JsonValue): bool {
+    if (this.kind != other.kind) return false;
+    switch (this.kind) {
+      case JsonKind.Null:
+        return true;
+      case JsonKind.Bool:
+        return this.bool == other.bool;
+      case JsonKind.Number:
+        return this.num == other.num;
+      case JsonKind.String:
+        return this.str == other.str;
+      case JsonKind.Array: {
+        if (this.items.length != other.items.length) return false;
+        for (let i = 0; i < this.items.length; i++) {
+          if (!this.items[i].equals(other.items[i])) return false;
+        }
+        return true;
+      }
+      default: {
+        for (let i = 0; i < this.keys.length; i++) {
+          const mine = this.get(this.keys[i]);
+          const theirs = other.get(this.keys[i]);
+          if (mine === null || theirs === null || !mine.equals(theirs)) return false;
+        }
+        for (let i = 0; i < other.keys.length; i++) {
+          if (this.get(other.keys[i]) === null) return false;
+        }
+        return true;
+      }
+    }
+  }
+
   /** Number of items (array) or members (object); 0 otherwise. */
   get length(): i32 {
     return this.kind == JsonKind.Array || this.kind == JsonKind.Object ? this.items.length : 0;

@@ -351,13 +351,34 @@ function excluded(s: Settings, path: string): bool {
   return false;
 }
 
-/** The value of cookie `name` in a Cookie header, or null. */
+/**
+ * Every Cookie field of the request as one list, or null when there is none. Several Cookie fields
+ * are one list joined with "; " (RFC 9113 section 8.2.3; they are common after an HTTP/2 hop).
+ */
+function cookieHeader(req: Request): string | null {
+  const first = req.headers.get("cookie");
+  if (first === null) return null;
+  const all = req.headers.list();
+  let joined = "";
+  let n = 0;
+  for (let i = 0; i < all.length; i++) {
+    if (all[i].name != "cookie") continue;
+    joined = n == 0 ? all[i].value : joined + "; " + all[i].value;
+    n++;
+  }
+  return joined;
+}
+
+/** The value of cookie `name` in a Cookie list, or null. A value in DQUOTEs (RFC 6265 4.1.1) loses them. */
 function cookieValue(header: string, name: string): string | null {
   const parts = header.split(";");
   for (let i = 0; i < parts.length; i++) {
     const p = parts[i].trim();
     const eq = p.indexOf("=");
-    if (eq > 0 && p.substring(0, eq) == name) return p.substring(eq + 1);
+    if (eq > 0 && p.substring(0, eq) == name) {
+      const v = p.substring(eq + 1);
+      return v.length >= 2 && v.charCodeAt(0) == 0x22 && v.charCodeAt(v.length - 1) == 0x22 ? v.substring(1, v.length - 1) : v;
+    }
   }
   return null;
 }
@@ -382,7 +403,7 @@ function findToken(req: Request, j: JwtMode): string | null {
   for (let i = 0; i < j.sources.length; i++) {
     const src = j.sources[i];
     if (src.cookie.length > 0) {
-      const cookies = req.headers.get("cookie");
+      const cookies = cookieHeader(req);
       if (cookies === null) continue;
       const v = cookieValue(cookies, src.cookie);
       if (v === null) continue;
@@ -406,8 +427,9 @@ function removeToken(req: Request, j: JwtMode): void {
     req.headers.remove(src.header);
     return;
   }
-  const cookies = req.headers.get("cookie");
+  const cookies = cookieHeader(req);
   if (cookies === null) return;
+  // The other cookies stay, in one Cookie field (set replaces every Cookie field).
   const rest = withoutCookie(cookies, src.cookie);
   if (rest.length == 0) req.headers.remove("cookie");
   else req.headers.set("cookie", rest);

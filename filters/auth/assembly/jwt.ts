@@ -200,7 +200,7 @@ export function checkToken(token: string, s: JwtSettings, keys: Key[], nowSecond
     const v = claims.get(rule.name);
     if (v === null || v.isNull()) return new Verdict(403, "missing_claim", "the token lacks a required claim");
     const equals = rule.equals;
-    if (equals !== null && v.toString() != equals.toString()) return new Verdict(403, "claim_mismatch", "a required claim has another value");
+    if (equals !== null && !v.equals(equals)) return new Verdict(403, "claim_mismatch", "a required claim has another value");
     const word = rule.contains;
     if (word !== null && !containsWord(v, word)) return new Verdict(403, "claim_mismatch", "a required claim lacks a required value");
   }
