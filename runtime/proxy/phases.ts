@@ -258,6 +258,10 @@ export class Proxy {
     // The route timeout starts once the request filters are done (as Envoy's router timeout does), so
     // a fault-injected delay or a slow auth check does not eat the upstream's time.
     const deadline = route.timeoutMs > 0 ? performance.now() + route.timeoutMs : Infinity;
+    // With response filters, every upstream request is an attempt they see (a retry filter counts
+    // them); the client's own resend of a keep-alive race is then done here, once, below.
+    const filtersSeeAttempts = chain !== null && chain.hasResponsePhase;
+    let raceResent = false;
     for (;;) {
       // The client left during a filter's delay or a retry's backoff: no (further) attempt.
       if (req.signal?.aborted) throw cancelled();
@@ -285,7 +289,15 @@ export class Proxy {
       try {
         if (timeoutMs <= 0) throw new ProxyError("upstream", "upstream_timeout", `the route timeout (${route.timeoutMs} ms) elapsed before attempt ${ctx?.attempt ?? 1}`);
         const reqLength = body === null ? null : replayBody !== null ? replayBody.byteLength : bodyLength;
-        res = await this.forward(cluster, endpoint, { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength }, timeoutMs, perTry <= left ? "per-try" : "route", req.signal);
+        res = await this.forward(
+          cluster,
+          endpoint,
+          { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength },
+          timeoutMs,
+          perTry <= left ? "per-try" : "route",
+          req.signal,
+          !filtersSeeAttempts,
+        );
       } catch (err) {
         failure = toProxyError(err);
         if (failure.source !== "upstream" || x.bodyTooLarge) throw failure;
@@ -310,6 +322,12 @@ export class Proxy {
         if (out.kind === "fail") throw filterFailure(out);
         x.bytesOut = out.body.byteLength;
         return filterResponse(out);
+      }
+      // A reused connection the upstream had just closed, nothing received, and no filter took it
+      // up: send the first attempt once more, as the client does on routes without response filters.
+      if (failure !== null && failure.code === "upstream_reset" && failure.retryable && ctx.attempt === 1 && !raceResent) {
+        raceResent = true;
+        continue;
       }
       if (failure !== null) throw failure;
       // 8. downstream response
@@ -407,12 +425,14 @@ export class Proxy {
     timeoutMs: number,
     timeoutKind: "per-try" | "route",
     signal: CancelSignal | null,
+    staleRetry: boolean,
   ): Promise<UpstreamResponse> {
     const started = performance.now();
     cluster.balancer.onStart(endpoint);
     try {
       const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
       if (signal !== null) opts.signal = signal;
+      if (!staleRetry) opts.staleRetry = false;
       const res = await this.deps.client.request(endpoint, req, opts);
       const now = performance.now();
       cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);

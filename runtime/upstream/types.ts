@@ -65,6 +65,13 @@ export interface ForwardOptions {
    */
   timeoutMs?: number;
   connectTimeoutMs: number;
+  /**
+   * When a reused keep-alive connection closes before any byte of the response (the upstream timed
+   * it out just as we picked it), send an idempotent request once more on a fresh connection.
+   * Default true. False: reject with upstream_reset marked retryable instead, for a caller that
+   * counts attempts itself (a route with a retry filter must not see attempts it did not make).
+   */
+  staleRetry?: boolean;
 }
 
 /**

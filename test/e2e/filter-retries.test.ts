@@ -1,6 +1,6 @@
 // The retries filter through the proxy's attempt loop, against scripted upstreams on real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { buildStandardFilters, closedPort, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, closedPort, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 beforeAll(async () => {
   // What `npm run build:filters` does for this one module, so the test never runs a stale build.
@@ -49,7 +49,62 @@ async function expectMeshError(res: Response, status: number, code: string) {
 
 const fast = { backoff: { baseMs: 1, maxMs: 5 } };
 
+/**
+ * A raw keep-alive upstream: answers 200 until `resets` is set, then reads each request whole and
+ * resets the connection, `resets` times; records each request's x-mesh-attempt and connection number.
+ */
+async function resetting() {
+  const seen: { attempt: string; conn: number }[] = [];
+  const state = { resets: 0 };
+  let conns = 0;
+  const up = await rawUpstream((s) => {
+    const conn = ++conns;
+    s.on("error", () => {});
+    let buf = "";
+    s.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      let i: number;
+      while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
+        const head = buf.slice(0, i);
+        buf = buf.slice(i + 4);
+        seen.push({ attempt: /\r\nx-mesh-attempt: (\d+)/i.exec(head)?.[1] ?? "-", conn });
+        if (state.resets > 0) {
+          state.resets--;
+          s.resetAndDestroy();
+          return;
+        }
+        s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      }
+    });
+  });
+  stops.push(() => up.stop());
+  return { port: up.port, seen, state };
+}
+
 describe("retries filter", () => {
+  test("a reused connection the upstream resets counts as an attempt: at most maxAttempts requests, numbered 1, 2, 3", async () => {
+    const up = await resetting();
+    const q = await proxyWith({ maxAttempts: 3, ...fast }, [up.port]);
+    for (let i = 0; i < 3; i++) expect(await (await fetch(`${q.url}/warm`)).text()).toBe("ok"); // a pooled connection
+    up.seen.length = 0;
+    up.state.resets = 100;
+    await expectMeshError(await fetch(`${q.url}/x`), 502, "upstream_reset");
+    expect(up.seen.map((s) => s.attempt)).toEqual(["1", "2", "3"]);
+  });
+
+  test("a keep-alive race the filter does not retry is still sent once more, on a fresh connection", async () => {
+    const up = await resetting();
+    // Retries only for 409: a reset is not the filter's to retry.
+    const q = await proxyWith({ retryOn: ["retriable-status-codes"], statusCodes: [409], ...fast }, [up.port]);
+    expect(await (await fetch(`${q.url}/warm`)).text()).toBe("ok");
+    up.seen.length = 0;
+    up.state.resets = 1;
+    const res = await fetch(`${q.url}/x`);
+    expect(res.status).toBe(200);
+    expect(up.seen.map((s) => s.attempt)).toEqual(["1", "1"]);
+    expect(up.seen[0]!.conn).not.toBe(up.seen[1]!.conn);
+  });
+
   test("retries a GET that failed twice with 503: the client gets the 200, the upstream saw attempts 1, 2, 3", async () => {
     const up = scripted((n) => (n <= 2 ? new Response("busy", { status: 503 }) : new Response("ok")));
     const q = await proxyWith({ maxAttempts: 3, ...fast }, [up.port]);

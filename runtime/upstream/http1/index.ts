@@ -104,7 +104,13 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
       // The upstream may have closed this idle connection just as we picked it: then once more, on a
       // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
       // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
-      const retry = IDEMPOTENT.has(req.method) ? () => this.sendFresh(endpoint, head, req, opts, signal, resolve, reject) : null;
+      let retry: (() => void) | null = null;
+      if (IDEMPOTENT.has(req.method)) {
+        retry =
+          opts.staleRetry === false
+            ? () => reject(upstreamError("upstream_reset", "upstream closed a reused connection before answering; nothing was received", true))
+            : () => this.sendFresh(endpoint, head, req, opts, signal, resolve, reject);
+      }
       pooled.send(head, req, signal, resolve, reject, retry);
     });
   }
