@@ -1,7 +1,7 @@
 // Checks a filter's config against the JSON Schema its module carries, before the filter sees it.
 // A subset of JSON Schema (draft 2020-12 keywords that config schemas use): type, enum, const,
 // properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength,
-// pattern, minimum, maximum, oneOf/anyOf (first match). Unknown keywords are ignored.
+// pattern, minimum, maximum, exclusiveMinimum, oneOf/anyOf (first match). Unknown keywords are ignored.
 
 export type JsonSchema = {
   type?: string | string[];
@@ -18,6 +18,7 @@ export type JsonSchema = {
   pattern?: string;
   minimum?: number;
   maximum?: number;
+  exclusiveMinimum?: number;
   anyOf?: JsonSchema[];
   oneOf?: JsonSchema[];
   description?: string;
@@ -68,6 +69,7 @@ function check(s: JsonSchema, v: unknown, path: string, errors: string[]): void 
   }
   if (typeof v === "number") {
     if (s.minimum !== undefined && v < s.minimum) errors.push(`${path}: expected at least ${s.minimum}`);
+    if (s.exclusiveMinimum !== undefined && v <= s.exclusiveMinimum) errors.push(`${path}: expected more than ${s.exclusiveMinimum}`);
     if (s.maximum !== undefined && v > s.maximum) errors.push(`${path}: expected at most ${s.maximum}`);
   }
   if (Array.isArray(v)) {
