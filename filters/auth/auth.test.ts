@@ -311,6 +311,15 @@ describe("hostile tokens", () => {
       [hs256(hsSecret, { alg: "HS256", kid: "hs-1" }, { exp: now() + 300, iat: "yesterday" }), "malformed"],
       [hs256(hsSecret, { alg: "HS256", kid: "hs-1" }, { exp: null }), "malformed"],
     ];
+    // Validly signed, but with a repeated member in the header or the payload (parsers disagree on which wins).
+    const signedRaw = (headerText: string, payloadText: string) => {
+      const input = `${b64(headerText)}.${b64(payloadText)}`;
+      return `${input}.${createHmac("sha256", hsSecret).update(input).digest("base64url")}`;
+    };
+    const claims = JSON.stringify({ sub: "alice", exp: now() + 300 });
+    cases.push([signedRaw('{"alg":"none","alg":"HS256","kid":"hs-1"}', claims), "malformed"]);
+    cases.push([signedRaw('{"alg":"HS256","kid":"hs-1"}', `{"sub":"alice","exp":${now() + 300},"sub":"root"}`), "malformed"]);
+    expect(h.request({ headers: bearer(signedRaw('{"alg":"HS256","kid":"hs-1"}', claims)) }).outcome.kind).toBe("continue");
     // Non-canonical base64url: same bytes, different last character (unused low bits set).
     const last = gs!.at(-1)!;
     const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

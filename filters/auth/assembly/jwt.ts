@@ -77,7 +77,14 @@ function jsonObject(segment: string): JsonValue | null {
   const bytes = decodeStrict(segment);
   if (bytes === null) return null;
   const v = parseJson(fromUtf8(bytes));
-  return v !== null && v.isObject() ? v : null;
+  if (v === null || !v.isObject()) return null;
+  // A repeated member ({"alg":"none","alg":"HS256"}) is refused: RFC 7515 allows taking the last
+  // one, but an upstream that parses the token again may take the first (section 4 and 5.2).
+  const keys = v.keys;
+  for (let i = 1; i < keys.length; i++) {
+    for (let j = 0; j < i; j++) if (keys[i] == keys[j]) return null;
+  }
+  return v;
 }
 
 /** A NumericDate member: absent (null), a finite number, or wrong (NaN returned via `bad`). */
