@@ -235,6 +235,13 @@ describe("hostile tokens", () => {
   const reason = (token: string) => refusal(h.request({ headers: bearer(token) })).body.reason;
   const payload = () => ({ sub: "mallory", exp: now() + 300 });
 
+  test("a token of 700 short members (within the default 8 KiB) is a bad signature, not a spent CPU budget", async () => {
+    const wide = await load({ jwt: { jwks: keysConfig } });
+    const payloadText = `{${Array.from({ length: 700 }, (_, i) => `"${i}":0`).join(",")}}`;
+    const r = refusal(wide.request({ headers: bearer(`${b64('{"alg":"HS256","kid":"hs-1"}')}.${b64(payloadText)}.${b64(new Uint8Array(32))}`) }));
+    expect({ status: r.status, reason: r.body.reason }).toEqual({ status: 401, reason: "bad_signature" });
+  });
+
   test("refuses alg none in any spelling, signed or not", () => {
     for (const alg of ["none", "None", "NONE"]) {
       expect(reason(`${json({ alg, kid: "hs-1" })}.${json(payload())}.`)).toBe("malformed"); // empty signature

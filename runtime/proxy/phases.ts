@@ -439,7 +439,8 @@ export class Proxy {
       return res;
     } catch (err) {
       const now = performance.now();
-      cluster.balancer.onEnd(endpoint, now - started, now, false);
+      // A request the client walked away from says nothing about the endpoint: no failure recorded.
+      cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
       const e = toProxyError(err);
       if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
         this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();

@@ -20,9 +20,10 @@ export interface Balancer {
   /**
    * The request ended after `latencyMs`, at `now`. `ok` is false for connect failures and 5xx-level
    * errors; peak_ewma records those as a high latency so that a fast-failing endpoint is avoided.
-   * Unknown endpoints are ignored, and in-flight counts never go below zero.
+   * null: no verdict on the endpoint (the client left and the request was cancelled), so only the
+   * in-flight count changes. Unknown endpoints are ignored, and in-flight counts never go below zero.
    */
-  onEnd(ep: Endpoint, latencyMs: number, now: number, ok: boolean): void;
+  onEnd(ep: Endpoint, latencyMs: number, now: number, ok: boolean | null): void;
 }
 
 /** Tuning for createBalancer; every field is optional. */
@@ -314,10 +315,11 @@ class PeakEwma implements Balancer {
     if (i !== undefined) this.#inflight[i]++;
   }
 
-  onEnd(ep: Endpoint, latencyMs: number, now: number, ok: boolean): void {
+  onEnd(ep: Endpoint, latencyMs: number, now: number, ok: boolean | null): void {
     const i = this.#index.get(ep);
     if (i === undefined) return;
     if (this.#inflight[i] > 0) this.#inflight[i]--;
+    if (ok === null) return; // cancelled: says nothing about the endpoint
     // NaN or Infinity would stick in the estimate for good.
     let sample = latencyMs >= 0 && latencyMs < Infinity ? latencyMs : 0;
     if (!ok && sample < FAILURE_PENALTY_MS) sample = FAILURE_PENALTY_MS;

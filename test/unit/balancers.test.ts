@@ -246,6 +246,20 @@ describe("peak_ewma", () => {
     expect(countPicks(lb, 50, () => null, 50_000).get(a.key)).toBe(50);
   });
 
+  test("a cancelled request (ok null) only ends its in-flight count: no penalty, no sample", () => {
+    const [a, b] = endpoints([1, 1]);
+    const lb = createBalancer("peak_ewma", [a, b], { random: seeded(9), ewmaDecayMs: 10_000 });
+    lb.onEnd(a, 10, 0, true);
+    lb.onEnd(b, 20, 0, true);
+    expect(countPicks(lb, 50).get(a.key)).toBe(50);
+    lb.onStart(a);
+    lb.onEnd(a, 3, 1, null); // the client left: a is still the faster one
+    expect(countPicks(lb, 50, () => null, 1).get(a.key)).toBe(50);
+    lb.onStart(a);
+    lb.onEnd(a, 3, 2, false); // a real fast failure is penalised
+    expect(countPicks(lb, 50, () => null, 2).get(b.key)).toBe(50);
+  });
+
   test("treats a fast failure as a slow response", () => {
     const [broken, healthy] = endpoints([1, 1]);
     const run = (ok: boolean) => {
