@@ -29,7 +29,9 @@ export function fromRequest(req: Request, client: ClientInfo): DownstreamRequest
     // NaN for a malformed value: the phases answer 400.
     bodyLength: cl === null ? null : cl.trim() === "" ? Number.NaN : Number(cl),
     client,
-    signal: req.signal,
+    // Not Request.signal: Bun aborts it for pipelined and half-closed requests whose client is still
+    // there, and Deno (legacy behaviour) when a response succeeds. Only the native listener cancels.
+    signal: null,
   };
 }
 

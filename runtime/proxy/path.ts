@@ -28,14 +28,16 @@ export function removeDotSegments(path: string): string {
 }
 
 /**
- * Whether the path has a dot segment that only an upstream decoding `%2F`/`%5C` or reading `\` as
- * `/` would see: `/api%2f..%2fadmin`, `/api\..\admin`. Routing cannot know what such an upstream
- * resolves it to, so the proxy refuses it (Envoy's path_with_escaped_slashes_action=REJECT_REQUEST,
- * here only for the ambiguous case: an encoded slash alone still goes upstream byte for byte).
+ * Whether the path has a dot segment that only an upstream decoding `%2F`/`%5C`, reading `\` as
+ * `/` or dropping `;` path parameters would see: `/api%2f..%2fadmin`, `/api\..\admin`,
+ * `/api/..;/admin`. Routing cannot know what such an upstream resolves it to, so the proxy refuses it
+ * (Envoy's path_with_escaped_slashes_action=REJECT_REQUEST, here only for the ambiguous case: an
+ * encoded slash or a path parameter alone still goes upstream byte for byte).
  */
 export function hasHiddenDotSegments(path: string): boolean {
-  if (path.indexOf("%") === -1 && path.indexOf("\\") === -1) return false;
-  const seen = path.replace(/%2f|%5c|\\/gi, "/");
+  if (path.indexOf("%") === -1 && path.indexOf("\\") === -1 && path.indexOf(";") === -1) return false;
+  // Also path parameters: servlet containers read "/public/..;x/admin" as "/public/../admin".
+  const seen = path.replace(/%2f|%5c|\\/gi, "/").replace(/;[^/]*/g, "");
   if (seen === path) return false;
   return removeDotSegments(seen) !== seen;
 }

@@ -45,6 +45,10 @@ describe("hasHiddenDotSegments", () => {
     ["/a/b%20c", false],
     ["/a/..b%2fc", false],
     ["/plain/path", false],
+    ["/public/..;/admin", true],
+    ["/public/..;jsessionid=1/admin", true],
+    ["/a;v=1/b", false],
+    ["/a/b;x", false],
   ])("%s -> %s", (input, want) => {
     expect(hasHiddenDotSegments(input)).toBe(want);
   });

@@ -383,6 +383,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
     if (this.readPaused && this.pendingBytes < PENDING_HIGH_WATER) {
       this.readPaused = false;
       this.socket.resume();
+      // The body's clock starts again now: the pause was ours, not the client's.
+      if (!body.done) this.deadline = this.server.bodyDeadline();
     }
   }
 
