@@ -1,6 +1,6 @@
 // The retries filter through the proxy's attempt loop, against scripted upstreams on real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { buildStandardFilters, closedPort, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, closedPort, eachRequestHead, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 beforeAll(async () => {
   // What `npm run build:filters` does for this one module, so the test never runs a stale build.
@@ -59,22 +59,14 @@ async function resetting() {
   let conns = 0;
   const up = await rawUpstream((s) => {
     const conn = ++conns;
-    s.on("error", () => {});
-    let buf = "";
-    s.on("data", (d: Buffer) => {
-      buf += d.toString("latin1");
-      let i: number;
-      while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
-        const head = buf.slice(0, i);
-        buf = buf.slice(i + 4);
-        seen.push({ attempt: /\r\nx-mesh-attempt: (\d+)/i.exec(head)?.[1] ?? "-", conn });
-        if (state.resets > 0) {
-          state.resets--;
-          s.resetAndDestroy();
-          return;
-        }
-        s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    eachRequestHead(s, (head) => {
+      seen.push({ attempt: /\r\nx-mesh-attempt: (\d+)/i.exec(head)?.[1] ?? "-", conn });
+      if (state.resets > 0) {
+        state.resets--;
+        s.resetAndDestroy();
+        return false;
       }
+      s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     });
   });
   stops.push(() => up.stop());

@@ -205,6 +205,25 @@ export function rawUpstream(onConnection: (socket: net.Socket) => void) {
 }
 
 /**
+ * Calls `onHead(head)` for every request head read from `socket` (the text up to the empty line,
+ * without it). Bodies are not parsed: for upstreams that only get bodiless requests. Returning false
+ * stops reading further heads from that chunk (e.g. after destroying the socket).
+ */
+export function eachRequestHead(socket: net.Socket, onHead: (head: string) => boolean | void): void {
+  socket.on("error", () => {});
+  let buf = "";
+  socket.on("data", (d: Buffer) => {
+    buf += d.toString("latin1");
+    let i: number;
+    while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
+      const head = buf.slice(0, i);
+      buf = buf.slice(i + 4);
+      if (onHead(head) === false) return;
+    }
+  });
+}
+
+/**
  * Send raw bytes and collect everything the server sends until it closes or `idleMs` passes without data.
  */
 export function rawRequest(port: number, data: string | Uint8Array, idleMs = 500): Promise<string> {

@@ -1,7 +1,7 @@
 // The downstream HTTP/1.1 listener as a black box: bytes in, bytes out, who closes the socket and when.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { eachRequestHead, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 interface Res {
   status: number;
@@ -162,20 +162,13 @@ function expectMeshError(r: Res, status: number, code: string) {
 /** A raw upstream that answers every request head it reads with `answer(requestLine, socket)`; it reads no bodies. */
 async function scriptedUpstream(answer: (line: string, socket: net.Socket) => void) {
   const lines: string[] = [];
-  const up = await rawUpstream((s) => {
-    s.on("error", () => {});
-    let buf = "";
-    s.on("data", (d: Buffer) => {
-      buf += d.toString("latin1");
-      let i: number;
-      while ((i = buf.indexOf("\r\n\r\n")) !== -1) {
-        const line = buf.slice(0, buf.indexOf("\r\n"));
-        buf = buf.slice(i + 4);
-        lines.push(line);
-        answer(line, s);
-      }
-    });
-  });
+  const up = await rawUpstream((s) =>
+    eachRequestHead(s, (head) => {
+      const line = head.slice(0, head.indexOf("\r\n"));
+      lines.push(line);
+      answer(line, s);
+    }),
+  );
   return { ...up, lines };
 }
 
