@@ -106,7 +106,7 @@ const PUBLIC_MESSAGE: Partial<Record<ErrorCode, string>> = {
 };
 
 /** The message an error response's body carries. */
-export function publicMessage(err: ProxyError): string {
+function publicMessage(err: ProxyError): string {
   return err.source === "upstream" ? (PUBLIC_MESSAGE[err.code] ?? err.message) : err.message;
 }
 

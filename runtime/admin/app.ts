@@ -18,7 +18,7 @@ export interface AdminBackend {
  * only those: DNS rebinding (a page on attacker.example whose name is made to resolve to 127.0.0.1)
  * reaches loopback with the attacker's name as Host, and this API can replace the config.
  */
-export function isLocalHost(host: string | undefined): boolean {
+function isLocalHost(host: string | undefined): boolean {
   if (host === undefined || host === "") return false;
   if (host.startsWith("[")) return true; // an IPv6 literal
   const colon = host.indexOf(":");

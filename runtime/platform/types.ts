@@ -42,8 +42,9 @@ export interface Platform {
   /** Resident set size of this process in bytes. */
   rss(): number;
   /**
-   * Collect garbage now. The listener calls it after every STREAMED_BYTES_PER_COLLECTION bytes of
-   * streamed bodies: JSC frees the big socket buffers that bulk streaming leaves behind only lazily.
+   * A full garbage collection now. The listener calls it after every STREAMED_BYTES_PER_COLLECTION
+   * bytes of streamed bodies (JSC frees the big socket buffers bulk streaming leaves behind only
+   * lazily), and idle-gc.ts once the proxy goes quiet after load.
    */
   collectGarbage(): void;
   /**

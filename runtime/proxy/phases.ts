@@ -185,7 +185,7 @@ export class Proxy {
     let qi = x.target.indexOf("?");
     let path = qi === -1 ? x.target : x.target.slice(0, qi);
     if (hasHiddenDotSegments(path)) {
-      throw new ProxyError("downstream", "bad_request", "the path has a dot segment behind an encoded slash or a backslash, which upstreams resolve differently");
+      throw new ProxyError("downstream", "bad_request", "the path has a dot segment behind an encoded slash, a backslash or a ';' parameter, which upstreams resolve differently");
     }
     const normal = removeDotSegments(path);
     if (normal !== path) {

@@ -9,6 +9,7 @@
 import type { Logger } from "../observability/log.ts";
 import type { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import { TOKEN } from "../upstream/http1/response-parser.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import * as abi from "./abi.ts";
 import type { PublicKeyHandle, SyncCrypto } from "./crypto.ts";
@@ -51,10 +52,6 @@ export interface GuestEnv {
   /** Cache of remote JWKS documents (jwks_* host functions); default the process's sharedJwks. */
   jwks?: JwksRegistry;
 }
-
-// Valid header-name characters (RFC 9110 token), indexed by code unit.
-const TOKEN = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
 
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LOG_LINES_PER_SECOND = 100;

@@ -2,6 +2,7 @@
 import { Buffer } from "node:buffer";
 import { ProxyError } from "../../errors.ts";
 import type { UpstreamRequest } from "../types.ts";
+import { TOKEN } from "./response-parser.ts";
 
 /** How the request body goes on the wire. */
 export type BodyFraming = "none" | "length" | "chunked";
@@ -15,10 +16,6 @@ export interface RequestHead {
   /** The caller sent `connection: close`: do not reuse the connection afterwards. */
   readonly close: boolean;
 }
-
-// tchar from RFC 9110 section 5.6.2.
-const TOKEN = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
 
 const NOT_TOKEN = -1;
 const HAS_UPPER = 1;

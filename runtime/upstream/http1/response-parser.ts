@@ -111,7 +111,7 @@ export class HeadReader {
   }
 }
 
-// tchar from RFC 9110 section 5.6.2.
+/** tchar from RFC 9110 section 5.6.2, by code unit: the one table header names and methods are checked against. */
 export const TOKEN = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[c.charCodeAt(0)] = 1;
 
@@ -147,7 +147,7 @@ function isOws(c: number): boolean {
 }
 
 /** Header value chars: anything but controls (HTAB is fine) and DEL. */
-export function checkValueChars(text: string, from: number, to: number, what: string): void {
+function checkValueChars(text: string, from: number, to: number, what: string): void {
   for (let i = from; i < to; i++) {
     const c = text.charCodeAt(i);
     if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError(`${what} contains control character 0x${c.toString(16)}`);
@@ -155,7 +155,7 @@ export function checkValueChars(text: string, from: number, to: number, what: st
 }
 
 /** "42", or "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6). */
-export function parseContentLength(value: string): number {
+function parseContentLength(value: string): number {
   const len = value.length;
   if (len > 0 && len <= 15) {
     let n = 0;
@@ -184,7 +184,7 @@ function lastListElement(value: string): string {
   return (comma === -1 ? value : value.slice(comma + 1)).trim().toLowerCase();
 }
 
-export function listHas(value: string, token: string): boolean {
+function listHas(value: string, token: string): boolean {
   const lower = value.toLowerCase();
   if (lower === token) return true;
   for (const part of lower.split(",")) if (part.trim() === token) return true;
