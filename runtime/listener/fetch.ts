@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { ProxyError } from "../errors.ts";
 import { platform, type ClientInfo } from "../platform/index.ts";
 import type { HeaderList } from "../upstream/types.ts";
+import { linePairs } from "../proxy/headers.ts";
 import type { DownstreamHandler, DownstreamRequest, DownstreamResponse } from "./types.ts";
 
 /** Path and query of a request URL: absolute ("http://host/p?q") normally, just "/p?q" when the request had no Host (Bun). */
@@ -25,6 +26,7 @@ export function fromRequest(req: Request, client: ClientInfo): DownstreamRequest
     method: req.method,
     target: targetOf(url),
     headers,
+    wire: null,
     body: req.body,
     // NaN for a malformed value: the phases answer 400.
     bodyLength: cl === null ? null : cl.trim() === "" ? Number.NaN : Number(cl),
@@ -42,7 +44,8 @@ export function toResponse(res: DownstreamResponse): Response {
     for (const c of res.chunks) size += c.byteLength;
     body = size === 0 ? null : platform.bufferedBody(res.chunks, size);
   }
-  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  const headers = res.wire ? [...linePairs(res.wire.lines), ...res.headers] : res.headers;
+  return new Response(body, { status: res.status, statusText: res.statusText, headers });
 }
 
 /** Answers a request the listener refuses before the phases: counted and logged like any other error. */

@@ -5,7 +5,7 @@
 // the fetch adapter (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's
 // fetch-style server.
 import type { ClientInfo } from "../platform/types.ts";
-import type { CancelSignal, HeaderList } from "../upstream/types.ts";
+import type { CancelSignal, HeaderList, WireLines } from "../upstream/types.ts";
 
 export interface DownstreamRequest {
   readonly method: string;
@@ -13,6 +13,11 @@ export interface DownstreamRequest {
   readonly target: string;
   /** Lower-case names, wire order, duplicates kept; framing headers (content-length, transfer-encoding) included as sent. */
   readonly headers: HeaderList;
+  /**
+   * The same headers as the lines they arrived in (line i is headers[i]), so they can go upstream
+   * without being rebuilt; null when the listener does not have them (the fetch listener).
+   */
+  readonly wire: WireLines | null;
   /** The body as it arrives, de-framed; null when the request has none. */
   readonly body: ReadableStream<Uint8Array> | null;
   /** Content-Length when the client sent one, null for a chunked or absent body. */
@@ -31,6 +36,12 @@ export interface DownstreamResponse {
    * answer with the size of the representation); for `chunks` the listener writes the real size.
    */
   headers: HeaderList;
+  /**
+   * Header lines sent as they are, ahead of `headers` (an upstream's own lines, passed through).
+   * They hold no hop-by-hop or Transfer-Encoding line; `date` and `length` say whether they hold a
+   * Date and a Content-Length (which then is the size of `chunks`, when there are chunks).
+   */
+  wire?: (WireLines & { readonly date: boolean; readonly length: boolean }) | null;
   /** The whole body, already in memory (proxy-made responses, small upstream responses). */
   chunks: readonly Uint8Array[] | null;
   /** Or a streamed body. Both null: no body. */

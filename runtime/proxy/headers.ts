@@ -57,3 +57,39 @@ export function getHeader(headers: HeaderList, name: string): string | null {
   for (let i = 0; i < headers.length; i++) if (headers[i]![0] === name) return headers[i]![1];
   return null;
 }
+
+/** `lines` (header lines in wire form, each ending in CRLF) without the lines at the indices in `drop` (ascending). */
+export function withoutLines(lines: string, drop: readonly number[]): string {
+  let out = "";
+  let keepFrom = 0;
+  let pos = 0;
+  let line = 0;
+  for (let d = 0; d < drop.length; d++) {
+    const target = drop[d]!;
+    for (; line < target; line++) pos = lines.indexOf("\r\n", pos) + 2;
+    const next = lines.indexOf("\r\n", pos) + 2;
+    if (pos > keepFrom) out += lines.slice(keepFrom, pos);
+    keepFrom = next;
+    pos = next;
+    line++;
+  }
+  return keepFrom === 0 ? lines : out + lines.slice(keepFrom);
+}
+
+/** Header lines in wire form as a HeaderList (names lower-cased, values trimmed), for consumers that need pairs. */
+export function linePairs(lines: string): HeaderList {
+  const out: HeaderList = [];
+  let pos = 0;
+  while (pos < lines.length) {
+    const eol = lines.indexOf("\r\n", pos);
+    const colon = lines.indexOf(":", pos);
+    let vs = colon + 1;
+    let ve = eol;
+    // OWS is space and tab only (String.prototype.trim would also eat a latin1 0xa0 byte).
+    while (vs < ve && (lines.charCodeAt(vs) === 0x20 || lines.charCodeAt(vs) === 0x09)) vs++;
+    while (ve > vs && (lines.charCodeAt(ve - 1) === 0x20 || lines.charCodeAt(ve - 1) === 0x09)) ve--;
+    out.push([lines.slice(pos, colon).toLowerCase(), lines.slice(vs, ve)]);
+    pos = eol + 2;
+  }
+  return out;
+}

@@ -18,9 +18,9 @@ import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
-import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, UpstreamClient, UpstreamResponse } from "../upstream/types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
-import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader } from "./headers.ts";
+import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
 import { normalizeHost } from "./router.ts";
 import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
@@ -59,6 +59,29 @@ interface Exchange {
   /** The full message of the error the proxy answered with, for the access log. */
   detail: string | null;
 }
+
+/** What goes upstream of the client's headers: all but those at the indices in `drop`, then `extra`. */
+interface UpstreamHeaders {
+  readonly drop: readonly number[] | null;
+  readonly extra: HeaderList;
+  /** A Host header is among those kept. */
+  readonly hasHost: boolean;
+}
+
+/** The client's headers that go upstream, then the added ones, as one list (for filters and header mutations). */
+function headerList(headers: HeaderList, up: UpstreamHeaders): HeaderList {
+  const drop = up.drop;
+  const out: HeaderList = [];
+  for (let i = 0, d = 0; i < headers.length; i++) {
+    if (drop !== null && drop[d] === i) d++;
+    else out.push(headers[i]!);
+  }
+  for (const h of up.extra) out.push(h);
+  return out;
+}
+
+/** Shared empty list for responses whose headers all travel as lines: never added to. */
+const NO_HEADERS = Object.freeze([]) as unknown as HeaderList;
 
 const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s < 200);
 
@@ -219,10 +242,18 @@ export class Proxy {
     let target = x.target;
     if (route.rewrite !== null) target = route.rewrite.to + path.slice(route.rewrite.from.length) + (qi === -1 ? "" : x.target.slice(qi));
     if (target === "" || target[0] === "?") target = "/" + target;
-    let upHeaders = route.requestHeaders === null ? up : applyMutation(up, route.requestHeaders);
-
     // 4. request filters
     const chain = route.chain;
+    // Headers nobody changes go up as the lines they came in; filters and mutations work on a list.
+    let upHeaders: HeaderList;
+    let wire: UpstreamRequest["wire"] = null;
+    if (req.wire !== null && chain === null && route.requestHeaders === null) {
+      wire = { lines: up.drop === null ? req.wire.lines : withoutLines(req.wire.lines, up.drop), high: req.wire.high, host: up.hasHost };
+      upHeaders = up.extra;
+    } else {
+      upHeaders = headerList(headers, up);
+      if (route.requestHeaders !== null) upHeaders = applyMutation(upHeaders, route.requestHeaders);
+    }
     let ctx: RequestContext | null = null;
     let replayBody: Uint8Array | null = null;
     if (chain !== null) {
@@ -292,7 +323,7 @@ export class Proxy {
         res = await this.forward(
           cluster,
           endpoint,
-          { method: x.method, target, headers: upHeaders, body, bodyLength: reqLength },
+          { method: x.method, target, headers: upHeaders, wire, body, bodyLength: reqLength },
           timeoutMs,
           perTry <= left ? "per-try" : "route",
           req.signal,
@@ -335,11 +366,16 @@ export class Proxy {
     }
   }
 
-  /** One pass over the request headers: enforce the size limit, drop hop-by-hop, add forwarding headers. */
-  private upstreamHeaders(snap: Snapshot, req: DownstreamRequest, x: Exchange): HeaderList {
+  /**
+   * One pass over the request headers: enforce the size limit, and say which go upstream (all but
+   * hop-by-hop, framing, Expect and X-Forwarded-For, by index in `drop`) and what is added after them
+   * (X-Forwarded-*, x-request-id, in `extra`).
+   */
+  private upstreamHeaders(snap: Snapshot, req: DownstreamRequest, x: Exchange): UpstreamHeaders {
     const headers = req.headers;
     const extraHop = connectionTokens(getHeader(headers, "connection"));
-    const out: HeaderList = [];
+    let drop: number[] | null = null;
+    let hasHost = false;
     let bytes = x.method.length + x.target.length + 12;
     let xff: string | null = null;
     let hasProto = false;
@@ -351,14 +387,19 @@ export class Proxy {
       const name = h[0];
       const value = h[1];
       bytes += name.length + value.length + 4;
-      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) continue;
+      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) {
+        (drop ??= []).push(i);
+        continue;
+      }
       switch (name) {
         case "content-length": // the client sets framing from bodyLength
         case "expect": // the listener answers 100 Continue itself
+          (drop ??= []).push(i);
           continue;
         case "x-forwarded-for":
-          // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3).
+          // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3), sent as one, last.
           xff = xff === null ? value : `${xff}, ${value}`;
+          (drop ??= []).push(i);
           continue;
         case "x-forwarded-proto":
           hasProto = true;
@@ -371,9 +412,9 @@ export class Proxy {
           break;
         case "host":
           host = value;
+          hasHost = true;
           break;
       }
-      out.push(h);
     }
     x.host = host;
     x.requestId = requestId || randomUUID();
@@ -381,11 +422,11 @@ export class Proxy {
     if (bytes > limit) {
       throw new ProxyError("downstream", "request_headers_too_large", `request headers of ${bytes} bytes exceed limits.maxRequestHeaderBytes (${limit})`);
     }
-    out.push(["x-forwarded-for", xff === null ? x.client.address : `${xff}, ${x.client.address}`]);
-    if (!hasProto) out.push(["x-forwarded-proto", this.deps.scheme]);
-    if (!hasFwdHost && host !== "") out.push(["x-forwarded-host", host]);
-    if (requestId === "") out.push(["x-request-id", x.requestId]);
-    return out;
+    const extra: HeaderList = [["x-forwarded-for", xff === null ? x.client.address : `${xff}, ${x.client.address}`]];
+    if (!hasProto) extra.push(["x-forwarded-proto", this.deps.scheme]);
+    if (!hasFwdHost && host !== "") extra.push(["x-forwarded-host", host]);
+    if (requestId === "") extra.push(["x-request-id", x.requestId]);
+    return { drop, extra, hasHost };
   }
 
   /** Count request body bytes for the log, and stop a body of unknown length at the limit. */
@@ -421,7 +462,7 @@ export class Proxy {
   private async forward(
     cluster: ClusterRuntime,
     endpoint: Endpoint,
-    req: { method: string; target: string; headers: HeaderList; body: ReadableStream<Uint8Array> | null; bodyLength: number | null },
+    req: UpstreamRequest,
     timeoutMs: number,
     timeoutKind: "per-try" | "route",
     signal: CancelSignal | null,
@@ -454,14 +495,19 @@ export class Proxy {
   }
 
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {
-    const extraHop = connectionTokens(getHeader(res.headers, "connection"));
-    let headers: HeaderList = [];
-    for (const h of res.headers) {
-      if (HOP_BY_HOP.has(h[0]) || (extraHop !== null && extraHop.has(h[0]))) continue;
-      headers.push(h);
+    const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, stream: null };
+    // Response filters may have changed the list (rate-limit adds its headers): then the list it is.
+    const listOnly = route.responseHeaders !== null || (route.chain !== null && route.chain.hasResponsePhase);
+    if (res.wire === undefined || listOnly || !this.passLines(res, out)) {
+      const extraHop = connectionTokens(getHeader(res.headers, "connection"));
+      let headers: HeaderList = [];
+      for (const h of res.headers) {
+        if (HOP_BY_HOP.has(h[0]) || (extraHop !== null && extraHop.has(h[0]))) continue;
+        headers.push(h);
+      }
+      if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
+      out.headers = headers;
     }
-    if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
-    const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers, chunks: null, stream: null };
     if (x.method === "HEAD" || NO_BODY_STATUS(res.status)) {
       if (res.chunks === undefined && res.body !== null) void res.body.cancel().catch(() => {});
       return out;
@@ -490,6 +536,31 @@ export class Proxy {
     };
     out.stream = res.body;
     return out;
+  }
+
+  /**
+   * The upstream's header lines go to the client as they came, minus hop-by-hop ones (and a
+   * Content-Length on a status that has no body). Not when they repeat Content-Length: the listener
+   * then writes the one length itself from the list.
+   */
+  private passLines(res: UpstreamResponse, out: DownstreamResponse): boolean {
+    const headers = res.headers;
+    const extraHop = connectionTokens(getHeader(headers, "connection"));
+    const noBody = NO_BODY_STATUS(res.status);
+    let drop: number[] | null = null;
+    let date = false;
+    let lengths = 0;
+    for (let i = 0; i < headers.length; i++) {
+      const name = headers[i]![0];
+      if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) (drop ??= []).push(i);
+      else if (name === "content-length") {
+        if (noBody) (drop ??= []).push(i);
+        else if (++lengths > 1) return false;
+      } else if (name === "date") date = true;
+    }
+    const wire = res.wire!;
+    out.wire = { lines: drop === null ? wire.lines : withoutLines(wire.lines, drop), high: wire.high, date, length: lengths === 1 };
+    return true;
   }
 
   /** 9. logging, for every response not streamed from an upstream (those log when their body ends). */

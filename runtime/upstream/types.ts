@@ -14,12 +14,29 @@ export interface Endpoint {
  */
 export type HeaderList = [string, string][];
 
+/**
+ * Header lines in wire form, "Name: value" each ending in CRLF, as our own parser read and checked
+ * them: how a head's lines go on to the other side without being taken apart and rebuilt (that
+ * rebuilding was a third of the proxy's JavaScript per request). Names keep the sender's case.
+ */
+export interface WireLines {
+  readonly lines: string;
+  /** Some byte is above 0x7f: the lines are latin1 text and must go out as bytes, not as an ASCII string. */
+  readonly high: boolean;
+}
+
 export interface UpstreamRequest {
   method: string;
   /** Path and query exactly as they go on the request line (byte for byte what the client sent, after rewrites). */
   target: string;
   /** Headers to send, already free of hop-by-hop headers. The client adds Host if absent, and framing headers. */
   headers: HeaderList;
+  /**
+   * Header lines to send as they are, ahead of `headers` (the proxy passes a client's own lines on
+   * this way). The caller vouches that they are checked and hold no hop-by-hop, framing or Expect
+   * line; `host` says whether one of them is Host.
+   */
+  wire?: (WireLines & { readonly host: boolean }) | null;
   /** Request body, streamed; null for none. */
   body: ReadableStream<Uint8Array> | null;
   /** Body length when known (from the client's Content-Length); null means send chunked. */
@@ -30,6 +47,8 @@ export interface UpstreamResponse {
   status: number;
   statusText: string;
   headers: HeaderList;
+  /** The same headers as the lines they arrived in (line i is headers[i]), when the client has them. */
+  readonly wire?: WireLines;
   /** Streamed body; null when the response has none (HEAD, 204, 304, 1xx). */
   readonly body: ReadableStream<Uint8Array> | null;
   /**

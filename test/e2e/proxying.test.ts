@@ -1,7 +1,7 @@
 // Proxying done right: headers, bodies, paths, streaming, reuse — through real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { echoUpstream, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { eachRequestHead, echoUpstream, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 type Echo = { method: string; target: string; headers: [string, string][]; body: string };
 const header = (e: Echo, name: string) => e.headers.filter(([k]) => k === name).map(([, v]) => v);
@@ -105,6 +105,71 @@ describe("proxying", () => {
       expect(res.headers.get("x-internal")).toBeNull();
       expect(res.headers.get("keep-alive")).toBeNull();
       expect(res.headers.get("x-public")).toBe("2");
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("passes request header lines on as they came (case, spacing, latin1 bytes), minus hop-by-hop, forwarding headers last", async () => {
+    const heads: string[] = [];
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        heads.push(head);
+        s.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const req =
+        "GET /w HTTP/1.1\r\nHost: w.test\r\nX-Mixed-Case:  v1 \r\nConnection: X-Gone\r\nX-Gone: 1\r\nX-Forwarded-For: 198.51.100.1\r\n" +
+        "X-Latin: caf\xe9\r\nX-Forwarded-For: 198.51.100.2\r\nX-Last: z\r\n\r\n";
+      expect((await rawRequest(q.port, Buffer.from(req, "latin1"), 200)).slice(9, 12)).toBe("200");
+      const lines = heads[0]!.split("\r\n");
+      const id = lines.find((l) => l.startsWith("x-request-id: "));
+      expect(lines).toEqual([
+        "GET /w HTTP/1.1",
+        "Host: w.test",
+        "X-Mixed-Case:  v1 ",
+        "X-Latin: caf\xe9",
+        "X-Last: z",
+        "x-forwarded-for: 198.51.100.1, 198.51.100.2, 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-forwarded-host: w.test",
+        id!,
+      ]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
+  test("passes response header lines on as they came, minus hop-by-hop; a Date when missing; one Content-Length, none on a 204", async () => {
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        if (head.startsWith("GET /204")) s.write("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Kind: 204\r\n\r\n");
+        else if (head.startsWith("GET /dup")) s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
+        else s.write(Buffer.from("HTTP/1.1 200 OK\r\nX-Resp-Case: A\r\nConnection: keep-alive, X-Hop\r\nX-Hop: h\r\nX-Latin: caf\xe9\r\nContent-Length: 2\r\n\r\nok", "latin1"));
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const raw = await rawRequest(q.port, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+      const [head, body] = raw.split("\r\n\r\n") as [string, string];
+      const lines = head.split("\r\n");
+      expect(lines[0]).toBe("HTTP/1.1 200 OK");
+      expect(lines).toContain("X-Resp-Case: A");
+      expect(lines).toContain("X-Latin: caf\xe9");
+      expect(lines.filter((l) => /^content-length:/i.test(l))).toHaveLength(1);
+      expect(lines.filter((l) => /^date: /i.test(l))).toHaveLength(1);
+      expect(lines.some((l) => /^(x-hop|connection: keep-alive)/i.test(l))).toBe(false);
+      expect(body).toBe("ok");
+      const dup = (await rawRequest(q.port, "GET /dup HTTP/1.1\r\nHost: t\r\n\r\n", 200)).split("\r\n");
+      expect(dup.filter((l) => /^content-length:/i.test(l))).toEqual(["content-length: 2"]);
+      const raw204 = await rawRequest(q.port, "GET /204 HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+      expect(raw204.slice(9, 12)).toBe("204");
+      expect(raw204).toContain("X-Kind: 204");
+      expect(raw204.toLowerCase()).not.toContain("content-length");
     } finally {
       await q.stop();
       up.stop();

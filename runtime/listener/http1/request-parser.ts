@@ -89,6 +89,8 @@ export function parseRequestHead(text: string): RequestHead {
     target,
     minor: minorDigit === 0 ? 0 : 1,
     headers: [],
+    lines: "",
+    high: false,
     contentLength: -1,
     transferEncoding: "none",
     connectionClose: false,
@@ -106,6 +108,8 @@ export function parseRequestHead(text: string): RequestHead {
     const headers = head.headers.filter((h) => h[0] !== "host");
     headers.push(["host", authority]);
     head.headers = headers;
+    // The lines must stay the headers, line for line (the values were checked as they were read).
+    head.lines = headers.map((h) => `${h[0]}: ${h[1]}\r\n`).join("");
   }
   let host = 0;
   let codings = "";

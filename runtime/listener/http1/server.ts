@@ -324,6 +324,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
       method: head.method,
       target: head.target,
       headers: head.headers,
+      wire: head,
       body: body === null ? null : body.stream,
       bodyLength: head.contentLength === -1 ? null : head.contentLength,
       client: this.client,
@@ -467,6 +468,13 @@ class ServerConnection implements SocketEvents, CancelSignal {
     let head = `HTTP/1.1 ${status} ${res.statusText || reasonPhrase(status)}\r\n`;
     let hasDate = false;
     let hasLength = false;
+    const wire = res.wire;
+    if (wire != null) {
+      // An upstream's own lines, passed through (no hop-by-hop or framing lines among them).
+      head += wire.lines;
+      hasDate = wire.date;
+      hasLength = wire.length;
+    }
     const headers = res.headers;
     for (let i = 0; i < headers.length; i++) {
       const h = headers[i]!;
@@ -482,7 +490,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
     if (!hasDate) head += dateHeader();
     let chunked = false;
     if (chunks !== null) {
-      if (!noBodyStatus(status)) head += `content-length: ${size}\r\n`;
+      // A Content-Length among the passed lines is the size of these chunks (the body was read by it).
+      if (!noBodyStatus(status) && !hasLength) head += `content-length: ${size}\r\n`;
     } else if (stream !== null) {
       if (!hasLength) {
         if (this.minor === 1) {

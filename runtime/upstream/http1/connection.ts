@@ -1,6 +1,6 @@
 // One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse, WireLines } from "../types.ts";
 import type { BodyFraming, RequestHead } from "./request-head.ts";
 import {
   ChunkedDecoder,
@@ -115,6 +115,7 @@ class BufferedResponse implements UpstreamResponse {
     readonly status: number,
     readonly statusText: string,
     readonly headers: HeaderList,
+    readonly wire: WireLines,
     readonly chunks: readonly Uint8Array[],
   ) {}
   get blob(): Blob {
@@ -375,16 +376,16 @@ export class Connection implements SocketEvents, BodySink {
     const decoder = ex.decoder;
     if (decoder === null) {
       ex.phase = DONE;
-      ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, body: null });
+      ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body: null });
     } else if (decoder.done) {
       // All of it is here: hand out a Blob, which the listener writes without a JS stream.
       ex.phase = DONE;
-      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, ex.early.slice()));
+      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, head, ex.early.slice()));
     } else {
       const body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
       for (const part of ex.early) ex.controller!.enqueue(part);
       ex.phase = BODY;
-      const res: UpstreamResponse = { status: head.status, statusText: head.statusText, headers: head.headers, body, onBodyEnd: null };
+      const res: UpstreamResponse = { status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body, onBodyEnd: null };
       ex.response = res;
       ex.resolve(res);
     }

@@ -93,6 +93,13 @@ export function buildRequestHead(req: UpstreamRequest, hostKey: string): Request
   let hasHost = false;
   let expectContinue = false;
   let close = false;
+  const wire = req.wire;
+  if (wire != null) {
+    // Lines our own parser checked, with nothing in them for us to act on (see UpstreamRequest.wire).
+    head += wire.lines;
+    if (wire.high) high = 1;
+    hasHost = wire.host;
+  }
   const headers = req.headers;
   for (let i = 0; i < headers.length; i++) {
     const name = headers[i][0];

@@ -14,6 +14,13 @@ export class ParseError extends Error {
 export interface HeaderFields {
   /** Lower-case names, wire order, duplicates kept. */
   headers: HeaderList;
+  /**
+   * The same header lines as they arrived ("Name: value" each ending in CRLF, line i being headers[i]),
+   * for passing them on without rebuilding them. "" when there are none.
+   */
+  lines: string;
+  /** Some header value has a byte above 0x7f (the lines must go out as latin1 bytes, not as an ASCII string). */
+  high: boolean;
   /** -1 when there is no Content-Length. */
   contentLength: number;
   /** "other" when Transfer-Encoding is present but its last coding is not chunked (the body runs to close). */
@@ -146,12 +153,18 @@ function isOws(c: number): boolean {
   return c === 0x20 || c === 0x09;
 }
 
-/** Header value chars: anything but controls (HTAB is fine) and DEL. */
-function checkValueChars(text: string, from: number, to: number, what: string): void {
+/**
+ * Header value chars: anything but controls (HTAB is fine) and DEL. Returns whether some byte is above
+ * 0x7f. `what` and `name` make the error message (only then: no string is built per header).
+ */
+function checkValueChars(text: string, from: number, to: number, what: string, name: string): boolean {
+  let high = false;
   for (let i = from; i < to; i++) {
     const c = text.charCodeAt(i);
-    if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError(`${what} contains control character 0x${c.toString(16)}`);
+    if (c >= 0x80) high = true;
+    else if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError(`${what}${name} contains control character 0x${c.toString(16)}`);
   }
+  return high;
 }
 
 /** "42", or "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6). */
@@ -198,6 +211,7 @@ function listHas(value: string, token: string): boolean {
 export function parseHeaderFields(text: string, pos: number, head: HeaderFields): void {
   let eol: number;
   const last = text.length - 2; // where the final empty line starts
+  head.lines = pos < last ? text.slice(pos, last) : "";
   while (pos < last) {
     eol = text.indexOf("\r\n", pos);
     const first = text.charCodeAt(pos);
@@ -223,7 +237,7 @@ export function parseHeaderFields(text: string, pos: number, head: HeaderFields)
     let ve = eol;
     while (vs < ve && isOws(text.charCodeAt(vs))) vs++;
     while (ve > vs && isOws(text.charCodeAt(ve - 1))) ve--;
-    checkValueChars(text, vs, ve, `header ${name}`);
+    if (checkValueChars(text, vs, ve, "header ", name)) head.high = true;
     const value = text.slice(vs, ve);
 
     switch (name) {
@@ -267,12 +281,14 @@ export function parseResponseHead(text: string): ResponseHead {
     status = status * 10 + d;
   }
   if (status < 100) throw new ParseError(`status code ${status} is out of range`);
-  checkValueChars(text, 13, eol, "reason phrase");
+  checkValueChars(text, 13, eol, "reason phrase", "");
 
   const head: ResponseHead = {
     status,
     statusText: eol > 13 ? text.slice(13, eol) : "",
     headers: [],
+    lines: "",
+    high: false,
     minor: text.charCodeAt(7) - 0x30,
     contentLength: -1,
     transferEncoding: "none",
