@@ -288,7 +288,10 @@ export class Proxy {
     // (the retry filter) may ask for another attempt when the request body can be sent again.
     // The route timeout starts once the request filters are done (as Envoy's router timeout does), so
     // a fault-injected delay or a slow auth check does not eat the upstream's time.
-    const deadline = route.timeoutMs > 0 ? performance.now() + route.timeoutMs : Infinity;
+    // Without filters nothing has waited since the request arrived: its clock reading still holds
+    // (one performance.now() per request instead of five; each costs ~35 ns on Bun).
+    let now = chain === null ? x.startedAt : performance.now();
+    const deadline = route.timeoutMs > 0 ? now + route.timeoutMs : Infinity;
     // With response filters, every upstream request is an attempt they see (a retry filter counts
     // them); the client's own resend of a keep-alive race is then done here, once, below.
     const filtersSeeAttempts = chain !== null && chain.hasResponsePhase;
@@ -297,6 +300,7 @@ export class Proxy {
       // The client left during a filter's delay or a retry's backoff: no (further) attempt.
       if (req.signal?.aborted) throw cancelled();
       if (ctx !== null) {
+        now = performance.now();
         target = ctx.target;
         upHeaders = ctx.headers;
         if (replayBody !== null) body = replayBody.byteLength === 0 ? null : new Response(replayBody as Uint8Array<ArrayBuffer>).body;
@@ -307,13 +311,13 @@ export class Proxy {
       x.cluster = cluster;
       const hashOn = cluster.config.lb.hashOn;
       const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => getHeader(headers, n), x.client.address);
-      const endpoint = cluster.balancer.pick(key, performance.now());
+      const endpoint = cluster.balancer.pick(key, now);
       if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
       x.endpoint = endpoint;
 
       // 6. forward, under the per-try timeout and what is left of the route's
       const perTry = ctx !== null && ctx.perTryTimeoutMs > 0 ? ctx.perTryTimeoutMs : Infinity;
-      const left = deadline - performance.now();
+      const left = deadline - now;
       const timeoutMs = Math.min(perTry, left);
       let res: UpstreamResponse | null = null;
       let failure: ProxyError | null = null;
@@ -321,6 +325,7 @@ export class Proxy {
         if (timeoutMs <= 0) throw new ProxyError("upstream", "upstream_timeout", `the route timeout (${route.timeoutMs} ms) elapsed before attempt ${ctx?.attempt ?? 1}`);
         const reqLength = body === null ? null : replayBody !== null ? replayBody.byteLength : bodyLength;
         res = await this.forward(
+          now,
           cluster,
           endpoint,
           { method: x.method, target, headers: upHeaders, wire, body, bodyLength: reqLength },
@@ -458,8 +463,12 @@ export class Proxy {
     );
   }
 
-  /** The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure metrics. */
+  /**
+   * The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure
+   * metrics. `started` is the caller's clock reading for this attempt.
+   */
   private async forward(
+    started: number,
     cluster: ClusterRuntime,
     endpoint: Endpoint,
     req: UpstreamRequest,
@@ -468,7 +477,6 @@ export class Proxy {
     signal: CancelSignal | null,
     staleRetry: boolean,
   ): Promise<UpstreamResponse> {
-    const started = performance.now();
     cluster.balancer.onStart(endpoint);
     try {
       const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };

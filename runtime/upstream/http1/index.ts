@@ -81,9 +81,10 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
       const head = buildRequestHead(req, endpoint.key);
       let signal = opts.signal;
       if (signal?.aborted) throw aborted();
+      const now = performance.now();
       const ms = opts.timeoutMs;
       if (ms !== undefined && ms !== Infinity) {
-        const timer = new TimerSignal(ms, signal);
+        const timer = new TimerSignal(ms, signal, now);
         signal = timer;
         const settle = resolve;
         const fail = reject;
@@ -96,7 +97,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
           fail(err);
         };
       }
-      const pooled = this.pool.acquire(endpoint.key, performance.now());
+      const pooled = this.pool.acquire(endpoint.key, now);
       if (pooled === null) {
         this.sendFresh(endpoint, head, req, opts, signal, resolve, reject);
         return;

@@ -68,16 +68,20 @@ export class TimerSignal implements CancelSignal {
   next: TimerSignal | null = null;
   queue: TimeoutQueue | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private listeners: (() => void)[] = [];
+  // Nearly always one listener (the connection carrying the request): a slot, and an array only for more.
+  private listener: (() => void) | null = null;
+  private more: (() => void)[] | null = null;
   private onOuterAbort: (() => void) | null = null;
 
   constructor(
     ms: number,
     private readonly outer: CancelSignal | undefined,
+    /** performance.now() as the caller just read it. */
+    now = performance.now(),
   ) {
     // Whole milliseconds: what is left of a route timeout (14999.7 ms) shares the queue of 15000.
     ms = Math.ceil(Math.max(0, ms));
-    this.deadline = performance.now() + ms;
+    this.deadline = now + ms;
     let queue = queues.get(ms);
     if (queue === undefined && queues.size < MAX_QUEUES) {
       queue = new TimeoutQueue();
@@ -99,16 +103,26 @@ export class TimerSignal implements CancelSignal {
     if (this.aborted) return;
     this.aborted = true;
     this.clear();
-    for (const fn of this.listeners.splice(0)) fn();
+    const first = this.listener;
+    const more = this.more;
+    this.listener = null;
+    this.more = null;
+    first?.();
+    if (more !== null) for (const fn of more) fn();
   }
 
   addEventListener(_type: "abort", fn: () => void): void {
-    this.listeners.push(fn);
+    if (this.listener === null) this.listener = fn;
+    else (this.more ??= []).push(fn);
   }
 
   removeEventListener(_type: "abort", fn: () => void): void {
-    const i = this.listeners.indexOf(fn);
-    if (i !== -1) this.listeners.splice(i, 1);
+    if (this.listener === fn) {
+      this.listener = null;
+      return;
+    }
+    const i = this.more === null ? -1 : this.more.indexOf(fn);
+    if (i !== -1) this.more!.splice(i, 1);
   }
 
   clear(): void {
