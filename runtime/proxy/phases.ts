@@ -140,26 +140,30 @@ export class Proxy {
   }
 
   /** Entry point for every downstream request. Never rejects. */
-  handle = async (req: DownstreamRequest): Promise<DownstreamResponse> => {
+  handle = (req: DownstreamRequest): Promise<DownstreamResponse> => {
     const snap = this.snapshot;
     const x = this.exchange(req.client, req.method, req.target);
-    try {
-      const res = await this.run(snap, req, x);
-      return this.finish(x, res, null);
-    } catch (err) {
-      const e = x.bodyTooLarge
-        ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes")
-        : req.signal?.aborted
-          ? cancelled()
-          : toProxyError(err);
-      if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
-      this.deps.stats.errors.labels(e.code).inc();
-      const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
-      x.bytesOut = e.code === "downstream_cancelled" ? 0 : res.chunks![0]!.byteLength; // nobody to send it to
-      x.detail = e.message;
-      return this.finish(x, res, e.code);
-    }
+    // Callbacks rather than an async frame around run(): one suspended frame less per request.
+    return this.run(snap, req, x).then(
+      (res) => this.finish(x, res, null),
+      (err: unknown) => this.failed(req, x, err),
+    );
   };
+
+  /** Any phase failed: the one error response, counted and logged. */
+  private failed(req: DownstreamRequest, x: Exchange, err: unknown): DownstreamResponse {
+    const e = x.bodyTooLarge
+      ? new ProxyError("downstream", "request_body_too_large", "request body exceeds limits.maxRequestBodyBytes")
+      : req.signal?.aborted
+        ? cancelled()
+        : toProxyError(err);
+    if (e.code === "internal") this.deps.log.error("internal error", { err, requestId: x.requestId, route: x.route?.name });
+    this.deps.stats.errors.labels(e.code).inc();
+    const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
+    x.bytesOut = e.code === "downstream_cancelled" ? 0 : res.chunks![0]!.byteLength; // nobody to send it to
+    x.detail = e.message;
+    return this.finish(x, res, e.code);
+  }
 
   /**
    * A request the listener refused before the phases (malformed, head too large or too slow): counted,
@@ -467,7 +471,7 @@ export class Proxy {
    * The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure
    * metrics. `started` is the caller's clock reading for this attempt.
    */
-  private async forward(
+  private forward(
     started: number,
     cluster: ClusterRuntime,
     endpoint: Endpoint,
@@ -478,28 +482,31 @@ export class Proxy {
     staleRetry: boolean,
   ): Promise<UpstreamResponse> {
     cluster.balancer.onStart(endpoint);
-    try {
-      const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
-      if (signal !== null) opts.signal = signal;
-      if (!staleRetry) opts.staleRetry = false;
-      const res = await this.deps.client.request(endpoint, req, opts);
-      const now = performance.now();
-      cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
-      return res;
-    } catch (err) {
-      const now = performance.now();
-      // A request the client walked away from says nothing about the endpoint: no failure recorded.
-      cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
-      const e = toProxyError(err);
-      if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
-        this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
-      }
-      if (signal?.aborted) throw cancelled();
-      if (e.code === "upstream_timeout") {
-        throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
-      }
-      throw e;
-    }
+    const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
+    if (signal !== null) opts.signal = signal;
+    if (!staleRetry) opts.staleRetry = false;
+    // Callbacks rather than an async function: no frame of its own to suspend and resume per request.
+    return this.deps.client.request(endpoint, req, opts).then(
+      (res) => {
+        const now = performance.now();
+        cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
+        return res;
+      },
+      (err: unknown) => {
+        const now = performance.now();
+        // A request the client walked away from says nothing about the endpoint: no failure recorded.
+        cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
+        const e = toProxyError(err);
+        if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
+          this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
+        }
+        if (signal?.aborted) throw cancelled();
+        if (e.code === "upstream_timeout") {
+          throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
+        }
+        throw e;
+      },
+    );
   }
 
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {

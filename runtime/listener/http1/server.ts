@@ -178,6 +178,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
   private keepAlive = true;
   private minor = 1;
   private method = "";
+  /** The head of the request being answered. */
+  private head: RequestHead | null = null;
   /** The last write was queued: wait for onDrain before writing more or closing. */
   private blocked = false;
   private onWritable: (() => void) | null = null;
@@ -338,11 +340,14 @@ class ServerConnection implements SocketEvents, CancelSignal {
       if (start === -1) start = chunk.length;
     }
     if (start < chunk.length) this.stash(chunk.subarray(start));
-    this.server.handler(req).then(
-      (res) => this.respond(res),
-      (err) => this.respond(this.server.options.refuse(new ProxyError("internal", "internal", String(err), { cause: err }), this.client, head)),
-    );
+    this.head = head;
+    this.server.handler(req).then(this.respond, this.handlerFailed);
   }
+
+  /** The handler promised never to reject; if it does anyway (a bug), the client still gets an answer. */
+  private readonly handlerFailed = (err: unknown): void => {
+    this.respond(this.server.options.refuse(new ProxyError("internal", "internal", String(err), { cause: err }), this.client, this.head));
+  };
 
   /** Feeds request body bytes; returns where the body ended in the chunk, or -1 when the body broke. */
   private feedBody(body: RequestBody, chunk: Uint8Array, start: number): number {
@@ -445,7 +450,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
     this.refuse(new ProxyError("downstream", "request_timeout", `request head not complete within limits.requestHeadersTimeoutMs (${this.server.limits.requestHeadersTimeoutMs})`), null);
   }
 
-  respond(res: DownstreamResponse): void {
+  /** Bound once per connection: the handler's promise calls it for every request. */
+  readonly respond = (res: DownstreamResponse): void => {
     if (this.state === CLOSED) {
       if (res.stream !== null) void res.stream.cancel("downstream closed").catch(() => {});
       return;
@@ -527,7 +533,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     }
     if (stream !== null) return this.pump(stream.getReader(), chunked);
     this.whenWritable(() => this.responded());
-  }
+  };
 
   /** Streams a response body to the client, one chunk at a time, waiting for the socket between chunks. */
   private pump(reader: ReadableStreamDefaultReader<Uint8Array>, chunked: boolean): void {
@@ -586,6 +592,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
   private responded(): void {
     if (this.state !== ACTIVE) return;
     this.body = null;
+    this.head = null;
     if (!this.keepAlive) return this.close();
     this.state = HEAD;
     this.partial = false;
