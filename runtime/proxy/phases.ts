@@ -252,8 +252,12 @@ export class Proxy {
     let upHeaders: HeaderList;
     let wire: UpstreamRequest["wire"] = null;
     if (req.wire !== null && chain === null && route.requestHeaders === null) {
-      wire = { lines: up.drop === null ? req.wire.lines : withoutLines(req.wire.lines, up.drop), high: req.wire.high, host: up.hasHost };
-      upHeaders = up.extra;
+      let lines = up.drop === null ? req.wire.lines : withoutLines(req.wire.lines, up.drop);
+      // The added headers are lines too: our names, and values made of ours (address, scheme, id) and
+      // of the client's checked ones (X-Forwarded-For, Host), so the client need not check them again.
+      for (const h of up.extra) lines += h[0] + ": " + h[1] + "\r\n";
+      wire = { lines, high: req.wire.high, host: up.hasHost };
+      upHeaders = NO_HEADERS;
     } else {
       upHeaders = headerList(headers, up);
       if (route.requestHeaders !== null) upHeaders = applyMutation(upHeaders, route.requestHeaders);
