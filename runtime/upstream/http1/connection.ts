@@ -20,6 +20,23 @@ export function upstreamError(code: ErrorCode, message: string, retryable = fals
   return new ProxyError("upstream", code, message, { retryable, cause });
 }
 
+/**
+ * One request as the client hands it to a connection: what to send, and how it ends. It outlives a
+ * connection that turns out stale (the client then sends it again on a fresh one).
+ */
+export interface PendingRequest {
+  readonly head: RequestHead;
+  readonly req: UpstreamRequest;
+  readonly signal: CancelSignal | undefined;
+  /** The response head is in. */
+  settle(res: UpstreamResponse): void;
+  /** No response head: the request failed. */
+  fail(err: unknown): void;
+  /** Set by the client on a pooled connection: the request may go again on a fresh one (resend). */
+  canResend: boolean;
+  resend(): void;
+}
+
 /** What a connection needs from the client that owns it. */
 export interface ConnectionOwner {
   /** The exchange finished and the connection may carry another: pool it (or close it). */
@@ -68,17 +85,18 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   response: UpstreamResponse | null = null;
   bodyBytes = 0;
 
+  readonly req: UpstreamRequest;
+  readonly head: RequestHead;
+  readonly signal: CancelSignal | undefined;
+
   constructor(
     readonly conn: Connection,
-    readonly req: UpstreamRequest,
-    readonly head: RequestHead,
-    readonly signal: CancelSignal | undefined,
-    readonly resolve: (res: UpstreamResponse) => void,
-    readonly reject: (err: unknown) => void,
-    /** Set on a pooled connection: sends the request again on a fresh one if this one turns out stale. */
-    readonly retry: (() => void) | null,
+    readonly pending: PendingRequest,
   ) {
-    this.requestDone = head.framing === "none";
+    this.req = pending.req;
+    this.head = pending.head;
+    this.signal = pending.signal;
+    this.requestDone = pending.head.framing === "none";
   }
 
   start(controller: ReadableStreamDefaultController<Uint8Array>): void {
@@ -153,24 +171,18 @@ export class Connection implements SocketEvents, BodySink {
   }
 
   /**
-   * Sends one request; `resolve` gets the response once its head is parsed. `retry` (for a pooled
-   * connection) runs instead of `reject` when the upstream turns out to have closed the connection
-   * before anything of this exchange happened.
+   * Sends one request; it settles once the response head is parsed. A request that may be resent
+   * (`canResend`, on a pooled connection) is resent instead of failing when the upstream turns out to
+   * have closed the connection before anything of this exchange happened.
    */
-  send(
-    head: RequestHead,
-    req: UpstreamRequest,
-    signal: CancelSignal | undefined,
-    resolve: (res: UpstreamResponse) => void,
-    reject: (err: unknown) => void,
-    retry: (() => void) | null,
-  ): void {
+  send(pending: PendingRequest): void {
     if (this.closed || this.socket === null) {
-      if (retry !== null) retry();
-      else reject(upstreamError("upstream_reset", "upstream closed the connection before the request was sent"));
+      if (pending.canResend) pending.resend();
+      else pending.fail(upstreamError("upstream_reset", "upstream closed the connection before the request was sent"));
       return;
     }
-    const ex = new Exchange(this, req, head, signal, resolve, reject, retry);
+    const ex = new Exchange(this, pending);
+    const { head, signal } = pending;
     this.ex = ex;
     this.heads.reset();
     if (signal !== undefined) {
@@ -287,10 +299,10 @@ export class Connection implements SocketEvents, BodySink {
     }
     this.endExchange(ex);
     if (ex.phase === HEAD) {
-      if (ex.retry !== null && ex.received === 0 && !ex.bodyTouched) ex.retry();
-      else ex.reject(upstreamError("upstream_reset", "upstream closed the connection before a complete response head", false, error ?? undefined));
+      if (ex.pending.canResend && ex.received === 0 && !ex.bodyTouched) ex.pending.resend();
+      else ex.pending.fail(upstreamError("upstream_reset", "upstream closed the connection before a complete response head", false, error ?? undefined));
     } else if (ex.phase === COLLECT) {
-      ex.reject(upstreamError("upstream_reset", "upstream closed the connection before the end of the response body", false, error ?? undefined));
+      ex.pending.fail(upstreamError("upstream_reset", "upstream closed the connection before the end of the response body", false, error ?? undefined));
     } else if (ex.phase === BODY) {
       if (error === null && ex.decoder!.endsAtClose) {
         ex.controller!.close();
@@ -376,18 +388,20 @@ export class Connection implements SocketEvents, BodySink {
     const decoder = ex.decoder;
     if (decoder === null) {
       ex.phase = DONE;
-      ex.resolve({ status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body: null });
+      ex.pending.settle({ status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body: null });
     } else if (decoder.done) {
       // All of it is here: hand out a Blob, which the listener writes without a JS stream.
       ex.phase = DONE;
-      ex.resolve(new BufferedResponse(head.status, head.statusText, head.headers, head, ex.early.slice()));
+      // The exchange is over, so its list of parts becomes the response's (no copy).
+      ex.pending.settle(new BufferedResponse(head.status, head.statusText, head.headers, head, ex.early));
+      return;
     } else {
       const body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
       for (const part of ex.early) ex.controller!.enqueue(part);
       ex.phase = BODY;
       const res: UpstreamResponse = { status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body, onBodyEnd: null };
       ex.response = res;
-      ex.resolve(res);
+      ex.pending.settle(res);
     }
     ex.early.length = 0;
   }
@@ -506,7 +520,7 @@ export class Connection implements SocketEvents, BodySink {
     if (ex.ended) return;
     this.endExchange(ex);
     this.shut(true);
-    if (ex.phase === HEAD || ex.phase === COLLECT) ex.reject(error);
+    if (ex.phase === HEAD || ex.phase === COLLECT) ex.pending.fail(error);
     else if (ex.phase === BODY) {
       ex.controller!.error(error);
       ex.bodyEnded(error);

@@ -1,7 +1,7 @@
 // The HTTP/1.1 upstream client: keep-alive pooling, streamed bodies both ways, errors as ProxyError.
 import { ProxyError } from "../../errors.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
-import { Connection, upstreamError, type ConnectionOwner } from "./connection.ts";
+import { Connection, upstreamError, type ConnectionOwner, type PendingRequest } from "./connection.ts";
 import { IdlePool } from "./pool.ts";
 import { TimerSignal } from "./timeouts.ts";
 import { buildRequestHead, type RequestHead } from "./request-head.ts";
@@ -75,44 +75,22 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   }
 
   request(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions): Promise<UpstreamResponse> {
-    // One promise per request and no async frames: this runs for every proxied request.
+    // One promise and one Pending per request, no closures and no async frames: this runs for every proxied request.
     return new Promise<UpstreamResponse>((resolve, reject) => {
       if (this.closed) throw new ProxyError("internal", "internal", "the upstream client is closed");
       const head = buildRequestHead(req, endpoint.key);
-      let signal = opts.signal;
-      if (signal?.aborted) throw aborted();
+      if (opts.signal?.aborted) throw aborted();
+      const p = new Pending(this, endpoint, head, req, opts, resolve, reject);
       const now = performance.now();
       const ms = opts.timeoutMs;
-      if (ms !== undefined && ms !== Infinity) {
-        const timer = new TimerSignal(ms, signal, now);
-        signal = timer;
-        const settle = resolve;
-        const fail = reject;
-        resolve = (res) => {
-          timer.clear();
-          settle(res);
-        };
-        reject = (err) => {
-          timer.clear();
-          fail(err);
-        };
-      }
+      if (ms !== undefined && ms !== Infinity) p.timeout(ms, now);
       const pooled = this.pool.acquire(endpoint.key, now);
-      if (pooled === null) {
-        this.sendFresh(endpoint, head, req, opts, signal, resolve, reject);
-        return;
-      }
+      if (pooled === null) return this.sendFresh(p);
       // The upstream may have closed this idle connection just as we picked it: then once more, on a
       // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
       // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
-      let retry: (() => void) | null = null;
-      if (IDEMPOTENT.has(req.method)) {
-        retry =
-          opts.staleRetry === false
-            ? () => reject(upstreamError("upstream_reset", "upstream closed a reused connection before answering; nothing was received", true))
-            : () => this.sendFresh(endpoint, head, req, opts, signal, resolve, reject);
-      }
-      pooled.send(head, req, signal, resolve, reject, retry);
+      p.canResend = IDEMPOTENT.has(req.method);
+      pooled.send(p);
     });
   }
 
@@ -151,16 +129,12 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
     this.sweeper = null;
   }
 
-  private sendFresh(
-    endpoint: Endpoint,
-    head: RequestHead,
-    req: UpstreamRequest,
-    opts: ForwardOptions,
-    signal: CancelSignal | undefined,
-    resolve: (res: UpstreamResponse) => void,
-    reject: (err: unknown) => void,
-  ): void {
-    this.open(endpoint, opts.connectTimeoutMs, signal).then((conn) => conn.send(head, req, signal, resolve, reject, null), reject);
+  sendFresh(p: Pending): void {
+    p.canResend = false;
+    this.open(p.endpoint, p.opts.connectTimeoutMs, p.signal).then(
+      (conn) => conn.send(p),
+      (err: unknown) => p.fail(err),
+    );
   }
 
   /** Connects, bounded by connectTimeoutMs and the request's signal. */
@@ -210,6 +184,49 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         },
       );
     });
+  }
+}
+
+/** A request in the client: settles its promise once, clearing its timeout; resends itself after a stale connection. */
+class Pending implements PendingRequest {
+  signal: CancelSignal | undefined;
+  canResend = false;
+  private timer: TimerSignal | null = null;
+
+  constructor(
+    private readonly client: Http1Client,
+    readonly endpoint: Endpoint,
+    readonly head: RequestHead,
+    readonly req: UpstreamRequest,
+    readonly opts: ForwardOptions,
+    private readonly resolve: (res: UpstreamResponse) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    this.signal = opts.signal;
+  }
+
+  /** From now on the request's signal also aborts after `ms` (the timeout covers connecting too). */
+  timeout(ms: number, now: number): void {
+    this.timer = new TimerSignal(ms, this.signal, now);
+    this.signal = this.timer;
+  }
+
+  settle(res: UpstreamResponse): void {
+    this.timer?.clear();
+    this.resolve(res);
+  }
+
+  fail(err: unknown): void {
+    this.timer?.clear();
+    this.reject(err);
+  }
+
+  resend(): void {
+    if (this.opts.staleRetry === false) {
+      this.fail(upstreamError("upstream_reset", "upstream closed a reused connection before answering; nothing was received", true));
+    } else {
+      this.client.sendFresh(this);
+    }
   }
 }
 
