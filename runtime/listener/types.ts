@@ -5,19 +5,22 @@
 // the fetch adapter (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's
 // fetch-style server.
 import type { ClientInfo } from "../platform/types.ts";
-import type { CancelSignal, HeaderList, WireLines } from "../upstream/types.ts";
+import type { CancelSignal, HeaderList, ParsedLines, WireLines } from "../upstream/types.ts";
 
 export interface DownstreamRequest {
   readonly method: string;
   /** Path and query in origin form, byte for byte as the client sent them (absolute-form already reduced). */
   readonly target: string;
-  /** Lower-case names, wire order, duplicates kept; framing headers (content-length, transfer-encoding) included as sent. */
+  /**
+   * Lower-case names, wire order, duplicates kept; framing headers (content-length, transfer-encoding)
+   * included as sent. From our own listener a list made on first use: read `wire` where it will do.
+   */
   readonly headers: HeaderList;
   /**
    * The same headers as the lines they arrived in (line i is headers[i]), so they can go upstream
    * without being rebuilt; null when the listener does not have them (the fetch listener).
    */
-  readonly wire: WireLines | null;
+  readonly wire: ParsedLines | null;
   /** The body as it arrives, de-framed; null when the request has none. */
   readonly body: ReadableStream<Uint8Array> | null;
   /** Content-Length when the client sent one, null for a chunked or absent body. */

@@ -18,7 +18,7 @@ import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
-import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
@@ -78,6 +78,19 @@ function headerList(headers: HeaderList, up: UpstreamHeaders): HeaderList {
   }
   for (const h of up.extra) out.push(h);
   return out;
+}
+
+/** A header list seen as parsed lines are (names and values by index), for requests that come as a list. */
+function listView(list: HeaderList): Pick<ParsedLines, "names" | "value" | "connection"> {
+  const connection = list.filter((h) => h[0] === "connection").map((h) => h[1]).join(", ");
+  return { names: list.map((h) => h[0]), value: (i) => list[i]![1], connection };
+}
+
+/** Request header bytes as counted for limits.maxRequestHeaderBytes when there are no lines: "name: value" and CRLF. */
+function listBytes(list: HeaderList): number {
+  let bytes = 0;
+  for (const h of list) bytes += h[0].length + h[1].length + 4;
+  return bytes;
 }
 
 /** Shared empty list for responses whose headers all travel as lines: never added to. */
@@ -203,8 +216,6 @@ export class Proxy {
   }
 
   private async run(snap: Snapshot, req: DownstreamRequest, x: Exchange): Promise<DownstreamResponse> {
-    const headers = req.headers;
-
     // 1 + 3 share one pass over the headers: measure them, find the request id, build the upstream list.
     const up = this.upstreamHeaders(snap, req, x);
 
@@ -224,7 +235,7 @@ export class Proxy {
       host: normalizeHost(x.host),
       path,
       method: x.method,
-      header: (n) => getHeader(headers, n),
+      header: (n) => getHeader(req.headers, n),
     });
     if (matched === null) throw new ProxyError("downstream", "no_route", `no route for ${x.method} ${path}`);
     const route = matched.value;
@@ -259,7 +270,7 @@ export class Proxy {
       wire = { lines, high: req.wire.high, host: up.hasHost };
       upHeaders = NO_HEADERS;
     } else {
-      upHeaders = headerList(headers, up);
+      upHeaders = headerList(req.headers, up);
       if (route.requestHeaders !== null) upHeaders = applyMutation(upHeaders, route.requestHeaders);
     }
     let ctx: RequestContext | null = null;
@@ -318,7 +329,7 @@ export class Proxy {
       const cluster = route.pickCluster(Math.random());
       x.cluster = cluster;
       const hashOn = cluster.config.lb.hashOn;
-      const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => getHeader(headers, n), x.client.address);
+      const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => getHeader(req.headers, n), x.client.address);
       const endpoint = cluster.balancer.pick(key, now);
       if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
       x.endpoint = endpoint;
@@ -385,21 +396,20 @@ export class Proxy {
    * (X-Forwarded-*, x-request-id, in `extra`).
    */
   private upstreamHeaders(snap: Snapshot, req: DownstreamRequest, x: Exchange): UpstreamHeaders {
-    const headers = req.headers;
-    const extraHop = connectionTokens(getHeader(headers, "connection"));
+    // By index over the parsed lines: only the values looked at below become strings.
+    const view = req.wire ?? listView(req.headers);
+    const names = view.names;
+    const extraHop = connectionTokens(view.connection);
     let drop: number[] | null = null;
     let hasHost = false;
-    let bytes = x.method.length + x.target.length + 12;
+    let bytes = x.method.length + x.target.length + 12 + (req.wire !== null ? req.wire.lines.length : listBytes(req.headers));
     let xff: string | null = null;
     let hasProto = false;
     let hasFwdHost = false;
     let requestId = "";
     let host = "";
-    for (let i = 0; i < headers.length; i++) {
-      const h = headers[i]!;
-      const name = h[0];
-      const value = h[1];
-      bytes += name.length + value.length + 4;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
       if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) {
         (drop ??= []).push(i);
         continue;
@@ -409,11 +419,13 @@ export class Proxy {
         case "expect": // the listener answers 100 Continue itself
           (drop ??= []).push(i);
           continue;
-        case "x-forwarded-for":
+        case "x-forwarded-for": {
           // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3), sent as one, last.
+          const value = view.value(i);
           xff = xff === null ? value : `${xff}, ${value}`;
           (drop ??= []).push(i);
           continue;
+        }
         case "x-forwarded-proto":
           hasProto = true;
           break;
@@ -421,10 +433,10 @@ export class Proxy {
           hasFwdHost = true;
           break;
         case "x-request-id":
-          if (requestId === "") requestId = value;
+          if (requestId === "") requestId = view.value(i);
           break;
         case "host":
-          host = value;
+          host = view.value(i);
           hasHost = true;
           break;
       }
@@ -563,21 +575,21 @@ export class Proxy {
    * then writes the one length itself from the list.
    */
   private passLines(res: UpstreamResponse, out: DownstreamResponse): boolean {
-    const headers = res.headers;
-    const extraHop = connectionTokens(getHeader(headers, "connection"));
+    const wire = res.wire!;
+    const names = wire.names;
+    const extraHop = connectionTokens(wire.connection);
     const noBody = NO_BODY_STATUS(res.status);
     let drop: number[] | null = null;
     let date = false;
     let lengths = 0;
-    for (let i = 0; i < headers.length; i++) {
-      const name = headers[i]![0];
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
       if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) (drop ??= []).push(i);
       else if (name === "content-length") {
         if (noBody) (drop ??= []).push(i);
         else if (++lengths > 1) return false;
       } else if (name === "date") date = true;
     }
-    const wire = res.wire!;
     out.wire = { lines: drop === null ? wire.lines : withoutLines(wire.lines, drop), high: wire.high, date, length: lengths === 1 };
     return true;
   }

@@ -25,6 +25,16 @@ export interface WireLines {
   readonly high: boolean;
 }
 
+/** Wire lines as our own parser indexed them: each line's name, and its value when asked for. */
+export interface ParsedLines extends WireLines {
+  /** Lower-case names: names[i] is the name on line i. */
+  readonly names: readonly string[];
+  /** Line i's value, trimmed. */
+  value(i: number): string;
+  /** The Connection header's values as one list, "" without one. */
+  readonly connection: string;
+}
+
 export interface UpstreamRequest {
   method: string;
   /** Path and query exactly as they go on the request line (byte for byte what the client sent, after rewrites). */
@@ -48,7 +58,7 @@ export interface UpstreamResponse {
   statusText: string;
   headers: HeaderList;
   /** The same headers as the lines they arrived in (line i is headers[i]), when the client has them. */
-  readonly wire?: WireLines;
+  readonly wire?: ParsedLines;
   /** Streamed body; null when the response has none (HEAD, 204, 304, 1xx). */
   readonly body: ReadableStream<Uint8Array> | null;
   /**

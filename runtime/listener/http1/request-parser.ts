@@ -1,16 +1,23 @@
 // Request heads from downstream clients: the request line, then the header lines (shared with the
 // upstream client's response parser), then the checks a proxy must make before it forwards anything.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import { ParseError, TOKEN, parseHeaderFields, type HeaderFields } from "../../upstream/http1/response-parser.ts";
+import { withoutLines } from "../../proxy/headers.ts";
+import { HeadFields, ParseError, TOKEN, parseHeaderFields } from "../../upstream/http1/response-parser.ts";
 
-export interface RequestHead extends HeaderFields {
-  method: string;
-  /** Origin form ("/p?q"), or "*" for OPTIONS; an absolute-form target is reduced to its path and query. */
-  target: string;
-  /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and any later 1.x). */
-  minor: number;
+export class RequestHead extends HeadFields {
   /** The request asked for `100 Continue` before sending its body. */
-  expectContinue: boolean;
+  expectContinue = false;
+
+  constructor(
+    text: string,
+    readonly method: string,
+    /** Origin form ("/p?q"), or "*" for OPTIONS; an absolute-form target is reduced to its path and query. */
+    readonly target: string,
+    /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and any later 1.x). */
+    readonly minor: number,
+  ) {
+    super(text);
+  }
 }
 
 /** RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ]; empty is allowed. */
@@ -84,19 +91,7 @@ export function parseRequestHead(text: string): RequestHead {
     }
   }
 
-  const head: RequestHead = {
-    method,
-    target,
-    minor: minorDigit === 0 ? 0 : 1,
-    headers: [],
-    lines: "",
-    high: false,
-    contentLength: -1,
-    transferEncoding: "none",
-    connectionClose: false,
-    connectionKeepAlive: false,
-    expectContinue: false,
-  };
+  const head = new RequestHead(text, method, target, minorDigit === 0 ? 0 : 1);
   try {
     parseHeaderFields(text, eol + 2, head);
   } catch (err) {
@@ -105,25 +100,28 @@ export function parseRequestHead(text: string): RequestHead {
   }
 
   if (authority !== null) {
-    const headers = head.headers.filter((h) => h[0] !== "host");
-    headers.push(["host", authority]);
-    head.headers = headers;
-    // The lines must stay the headers, line for line (the values were checked as they were read).
-    head.lines = headers.map((h) => `${h[0]}: ${h[1]}\r\n`).join("");
+    // The target's authority is the Host: the head again, in origin form, with that Host line (the
+    // rest was checked just now, and is checked again as an ordinary request).
+    const hosts: number[] = [];
+    for (let i = 0; i < head.names.length; i++) if (head.names[i] === "host") hosts.push(i);
+    return parseRequestHead(`${method} ${target} HTTP/1.${minorDigit}\r\n${withoutLines(head.lines, hosts)}host: ${authority}\r\n\r\n`);
   }
   let host = 0;
   let codings = "";
-  for (const h of head.headers) {
-    const name = h[0];
+  const names = head.names;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
     if (name === "host") {
       host++;
-      if (!HOST.test(h[1])) throw reject("bad_request", `invalid Host header ${JSON.stringify(h[1].slice(0, 64))}`);
-    }
-    else if (name === "expect") {
-      if (h[1].toLowerCase() !== "100-continue") throw reject("expectation_failed", `unsupported expectation ${JSON.stringify(h[1].slice(0, 64))}`);
+      const value = head.value(i);
+      if (!HOST.test(value)) throw reject("bad_request", `invalid Host header ${JSON.stringify(value.slice(0, 64))}`);
+    } else if (name === "expect") {
+      const value = head.value(i);
+      if (value.toLowerCase() !== "100-continue") throw reject("expectation_failed", `unsupported expectation ${JSON.stringify(value.slice(0, 64))}`);
       head.expectContinue = head.minor === 1;
     } else if (name === "transfer-encoding") {
-      codings = codings === "" ? h[1] : `${codings}, ${h[1]}`;
+      const value = head.value(i);
+      codings = codings === "" ? value : `${codings}, ${value}`;
     }
   }
   if (codings !== "") {

@@ -17,7 +17,7 @@ import { ProxyError } from "../../errors.ts";
 import { platform } from "../../platform/index.ts";
 import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
-import type { CancelSignal } from "../../upstream/types.ts";
+import type { CancelSignal, HeaderList } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
   HeadReader,
@@ -152,6 +152,26 @@ class RequestBody implements BodySink {
 
   onBodyChunk(chunk: Uint8Array): void {
     this.controller.enqueue(chunk);
+  }
+}
+
+/** A request as the phases see it; its header list is made only if something asks for it. */
+class Http1Request implements DownstreamRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly bodyLength: number | null;
+  constructor(
+    readonly wire: RequestHead,
+    readonly body: ReadableStream<Uint8Array> | null,
+    readonly client: ClientInfo,
+    readonly signal: CancelSignal,
+  ) {
+    this.method = wire.method;
+    this.target = wire.target;
+    this.bodyLength = wire.contentLength === -1 ? null : wire.contentLength;
+  }
+  get headers(): HeaderList {
+    return this.wire.headers;
   }
 }
 
@@ -322,16 +342,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     const body = decoder === null ? null : new RequestBody(decoder, this, head.expectContinue);
     this.body = body;
 
-    const req: DownstreamRequest = {
-      method: head.method,
-      target: head.target,
-      headers: head.headers,
-      wire: head,
-      body: body === null ? null : body.stream,
-      bodyLength: head.contentLength === -1 ? null : head.contentLength,
-      client: this.client,
-      signal: this,
-    };
+    const req = new Http1Request(head, body === null ? null : body.stream, this.client, this);
     // The body's clock runs while we wait for its bytes; not while `Expect: 100-continue` holds it back.
     if (body !== null && !body.expectContinue) this.deadline = this.server.bodyDeadline();
     if (body !== null && start < chunk.length) {
@@ -515,7 +526,9 @@ class ServerConnection implements SocketEvents, CancelSignal {
     head += "\r\n";
 
     const sendBody = chunks !== null && !bodyless && size > 0;
-    if (NOT_LATIN1.test(head)) {
+    // An upstream's passed-through lines and reason phrase are latin1 by construction (read one char per byte).
+    const onlyLatin1 = wire != null && headers.length === 0;
+    if (!onlyLatin1 && NOT_LATIN1.test(head)) {
       // Non-latin1 text from a filter or the config: UTF-8 keeps every byte of it above 0x7f, so it can
       // never turn into a CR or LF on the wire.
       this.write(utf8Encoder.encode(head));

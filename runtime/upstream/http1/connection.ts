@@ -1,6 +1,6 @@
 // One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse, WireLines } from "../types.ts";
+import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import type { BodyFraming, RequestHead } from "./request-head.ts";
 import {
   ChunkedDecoder,
@@ -125,17 +125,39 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   }
 }
 
+/** A response with a streamed body or none: its headers are the parsed head's, made into a list only if asked for. */
+class StreamedResponse implements UpstreamResponse {
+  readonly status: number;
+  readonly statusText: string;
+  onBodyEnd: ((bytes: number, error: unknown) => void) | null = null;
+  constructor(
+    readonly wire: ResponseHead,
+    readonly body: ReadableStream<Uint8Array> | null,
+  ) {
+    this.status = wire.status;
+    this.statusText = wire.statusText;
+  }
+  get headers(): HeaderList {
+    return this.wire.headers;
+  }
+}
+
 /** A response whose body arrived whole: its chunks, and a Blob or a stream of them only if asked for. */
 class BufferedResponse implements UpstreamResponse {
+  readonly status: number;
+  readonly statusText: string;
   private stream: ReadableStream<Uint8Array> | null = null;
   private whole: Blob | null = null;
   constructor(
-    readonly status: number,
-    readonly statusText: string,
-    readonly headers: HeaderList,
-    readonly wire: WireLines,
+    readonly wire: ResponseHead,
     readonly chunks: readonly Uint8Array[],
-  ) {}
+  ) {
+    this.status = wire.status;
+    this.statusText = wire.statusText;
+  }
+  get headers(): HeaderList {
+    return this.wire.headers;
+  }
   get blob(): Blob {
     return (this.whole ??= new Blob(this.chunks as unknown as BlobPart[]));
   }
@@ -388,18 +410,18 @@ export class Connection implements SocketEvents, BodySink {
     const decoder = ex.decoder;
     if (decoder === null) {
       ex.phase = DONE;
-      ex.pending.settle({ status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body: null });
+      ex.pending.settle(new StreamedResponse(head, null));
     } else if (decoder.done) {
       // All of it is here: hand out a Blob, which the listener writes without a JS stream.
       ex.phase = DONE;
       // The exchange is over, so its list of parts becomes the response's (no copy).
-      ex.pending.settle(new BufferedResponse(head.status, head.statusText, head.headers, head, ex.early));
+      ex.pending.settle(new BufferedResponse(head, ex.early));
       return;
     } else {
       const body = new ReadableStream<Uint8Array>(ex, this.owner.bodyStrategy);
       for (const part of ex.early) ex.controller!.enqueue(part);
       ex.phase = BODY;
-      const res: UpstreamResponse = { status: head.status, statusText: head.statusText, headers: head.headers, wire: head, body, onBodyEnd: null };
+      const res = new StreamedResponse(head, body);
       ex.response = res;
       ex.pending.settle(res);
     }

@@ -10,30 +10,63 @@ export class ParseError extends Error {
   }
 }
 
-/** What the header lines of a head say, requests and responses alike; filled in by parseHeaderFields. */
-export interface HeaderFields {
-  /** Lower-case names, wire order, duplicates kept. */
-  headers: HeaderList;
+/**
+ * The header lines of a head, requests and responses alike, as parseHeaderFields read them: checked,
+ * indexed, and kept as the text they came in. Values become strings only when asked for (`value(i)`,
+ * or `headers`, the whole list, made on first use): a pass-through request never needs most of them,
+ * and each one made was two allocations per header per message.
+ */
+export class HeadFields {
+  /** Lower-case names, line by line: names[i] is the name on line i. */
+  readonly names: string[] = [];
+  /** Where each value (trimmed) starts and ends in `text`: line i's is spans[2i]..spans[2i+1]. */
+  readonly spans: number[] = [];
   /**
-   * The same header lines as they arrived ("Name: value" each ending in CRLF, line i being headers[i]),
-   * for passing them on without rebuilding them. "" when there are none.
+   * The header lines as they arrived ("Name: value" each ending in CRLF), for passing them on
+   * without rebuilding them. "" when there are none.
    */
-  lines: string;
+  lines = "";
   /** Some header value has a byte above 0x7f (the lines must go out as latin1 bytes, not as an ASCII string). */
-  high: boolean;
+  high = false;
   /** -1 when there is no Content-Length. */
-  contentLength: number;
+  contentLength = -1;
   /** "other" when Transfer-Encoding is present but its last coding is not chunked (the body runs to close). */
-  transferEncoding: "none" | "chunked" | "other";
-  connectionClose: boolean;
-  connectionKeepAlive: boolean;
+  transferEncoding: "none" | "chunked" | "other" = "none";
+  connectionClose = false;
+  connectionKeepAlive = false;
+  /** The Connection header's values as one list ("" without one): the names in it are hop-by-hop too. */
+  connection = "";
+  private list: HeaderList | null = null;
+
+  /** `text`: the whole head the spans point into. */
+  constructor(readonly text: string) {}
+
+  /** Line i's value. */
+  value(i: number): string {
+    return this.text.slice(this.spans[2 * i]!, this.spans[2 * i + 1]!);
+  }
+
+  /** Lower-case names and values, wire order, duplicates kept; made on first use, then the same list. */
+  get headers(): HeaderList {
+    if (this.list === null) {
+      const list: HeaderList = [];
+      for (let i = 0; i < this.names.length; i++) list.push([this.names[i]!, this.value(i)]);
+      this.list = list;
+    }
+    return this.list;
+  }
 }
 
-export interface ResponseHead extends HeaderFields {
-  status: number;
-  statusText: string;
-  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
-  minor: number;
+export class ResponseHead extends HeadFields {
+  constructor(
+    text: string,
+    readonly status: number,
+    readonly statusText: string,
+    /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+    readonly minor: number,
+  ) {
+    super(text);
+  }
 }
 
 // Bytes to string, one char per byte: lossless (TextDecoder's "latin1" is really windows-1252) and, measured
@@ -203,11 +236,14 @@ function listHas(value: string, token: string): boolean {
 /**
  * Parses the header lines of a head (requests and responses alike) from `pos` to the final empty
  * line: names checked and lower-cased, values trimmed and checked, framing headers interpreted.
+ * `text` is head.text.
  */
-export function parseHeaderFields(text: string, pos: number, head: HeaderFields): void {
+export function parseHeaderFields(text: string, pos: number, head: HeadFields): void {
   let eol: number;
   const last = text.length - 2; // where the final empty line starts
   head.lines = pos < last ? text.slice(pos, last) : "";
+  const names = head.names;
+  const spans = head.spans;
   while (pos < last) {
     eol = text.indexOf("\r\n", pos);
     const first = text.charCodeAt(pos);
@@ -229,25 +265,28 @@ export function parseHeaderFields(text: string, pos: number, head: HeaderFields)
     while (vs < ve && isOws(text.charCodeAt(vs))) vs++;
     while (ve > vs && isOws(text.charCodeAt(ve - 1))) ve--;
     if (checkValueChars(text, vs, ve, "header ", name)) head.high = true;
-    const value = text.slice(vs, ve);
 
     switch (name) {
       case "content-length": {
-        const n = parseContentLength(value);
+        const n = parseContentLength(text.slice(vs, ve));
         if (head.contentLength !== -1 && head.contentLength !== n) throw new ParseError("conflicting content-length headers");
         head.contentLength = n;
         break;
       }
       case "transfer-encoding":
         // Only the last coding of the last header decides the framing (RFC 9112 section 6.3).
-        head.transferEncoding = lastListElement(value) === "chunked" ? "chunked" : "other";
+        head.transferEncoding = lastListElement(text.slice(vs, ve)) === "chunked" ? "chunked" : "other";
         break;
-      case "connection":
+      case "connection": {
+        const value = text.slice(vs, ve);
         if (listHas(value, "close")) head.connectionClose = true;
         if (listHas(value, "keep-alive")) head.connectionKeepAlive = true;
+        head.connection = head.connection === "" ? value : `${head.connection}, ${value}`;
         break;
+      }
     }
-    head.headers.push([name, value]);
+    names.push(name);
+    spans.push(vs, ve);
     pos = eol + 2;
   }
 }
@@ -274,18 +313,7 @@ export function parseResponseHead(text: string): ResponseHead {
   if (status < 100) throw new ParseError(`status code ${status} is out of range`);
   checkValueChars(text, 13, eol, "reason phrase", "");
 
-  const head: ResponseHead = {
-    status,
-    statusText: eol > 13 ? text.slice(13, eol) : "",
-    headers: [],
-    lines: "",
-    high: false,
-    minor: text.charCodeAt(7) - 0x30,
-    contentLength: -1,
-    transferEncoding: "none",
-    connectionClose: false,
-    connectionKeepAlive: false,
-  };
+  const head = new ResponseHead(text, status, eol > 13 ? text.slice(13, eol) : "", text.charCodeAt(7) - 0x30);
 
   parseHeaderFields(text, eol + 2, head);
   return head;
