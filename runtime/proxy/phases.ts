@@ -61,10 +61,16 @@ interface Exchange {
   detail: string | null;
 }
 
-/** What goes upstream of the client's headers: all but those at the indices in `drop`, then `extra`. */
+/**
+ * What goes upstream of the client's headers: all but those at the indices in `drop`, then the
+ * forwarding headers (X-Forwarded-For always; the others when not null).
+ */
 interface UpstreamHeaders {
   readonly drop: readonly number[] | null;
-  readonly extra: HeaderList;
+  readonly forwardedFor: string;
+  readonly forwardedProto: string | null;
+  readonly forwardedHost: string | null;
+  readonly requestId: string | null;
   /** A Host header is among those kept. */
   readonly hasHost: boolean;
 }
@@ -77,7 +83,23 @@ function headerList(headers: HeaderList, up: UpstreamHeaders): HeaderList {
     if (drop !== null && drop[d] === i) d++;
     else out.push(headers[i]!);
   }
-  for (const h of up.extra) out.push(h);
+  out.push(["x-forwarded-for", up.forwardedFor]);
+  if (up.forwardedProto !== null) out.push(["x-forwarded-proto", up.forwardedProto]);
+  if (up.forwardedHost !== null) out.push(["x-forwarded-host", up.forwardedHost]);
+  if (up.requestId !== null) out.push(["x-request-id", up.requestId]);
+  return out;
+}
+
+/**
+ * The client's header lines that go upstream, then the added ones as lines: our names, and values
+ * made of ours (address, scheme, id) and of the client's checked ones (X-Forwarded-For, Host), so the
+ * upstream client need not check them again.
+ */
+function headerLines(lines: string, up: UpstreamHeaders): string {
+  let out = (up.drop === null ? lines : withoutLines(lines, up.drop)) + "x-forwarded-for: " + up.forwardedFor + "\r\n";
+  if (up.forwardedProto !== null) out += "x-forwarded-proto: " + up.forwardedProto + "\r\n";
+  if (up.forwardedHost !== null) out += "x-forwarded-host: " + up.forwardedHost + "\r\n";
+  if (up.requestId !== null) out += "x-request-id: " + up.requestId + "\r\n";
   return out;
 }
 
@@ -274,11 +296,7 @@ export class Proxy {
     let upHeaders: HeaderList;
     let wire: UpstreamRequest["wire"] = null;
     if (req.wire !== null && chain === null && route.requestHeaders === null) {
-      let lines = up.drop === null ? req.wire.lines : withoutLines(req.wire.lines, up.drop);
-      // The added headers are lines too: our names, and values made of ours (address, scheme, id) and
-      // of the client's checked ones (X-Forwarded-For, Host), so the client need not check them again.
-      for (const h of up.extra) lines += h[0] + ": " + h[1] + "\r\n";
-      wire = { lines, high: req.wire.high, host: up.hasHost };
+      wire = { lines: headerLines(req.wire.lines, up), high: req.wire.high, host: up.hasHost };
       upHeaders = NO_HEADERS;
     } else {
       upHeaders = headerList(req.headers, up);
@@ -433,7 +451,7 @@ export class Proxy {
   /**
    * One pass over the request headers: enforce the size limit, and say which go upstream (all but
    * hop-by-hop, framing, Expect and X-Forwarded-For, by index in `drop`) and what is added after them
-   * (X-Forwarded-*, x-request-id, in `extra`).
+   * (X-Forwarded-*, x-request-id).
    */
   private upstreamHeaders(snap: Snapshot, req: DownstreamRequest, x: Exchange): UpstreamHeaders {
     // By index over the parsed lines: only the values looked at below become strings.
@@ -487,11 +505,14 @@ export class Proxy {
     if (bytes > limit) {
       throw new ProxyError("downstream", "request_headers_too_large", `request headers of ${bytes} bytes exceed limits.maxRequestHeaderBytes (${limit})`);
     }
-    const extra: HeaderList = [["x-forwarded-for", xff === null ? x.client.address : `${xff}, ${x.client.address}`]];
-    if (!hasProto) extra.push(["x-forwarded-proto", this.deps.scheme]);
-    if (!hasFwdHost && host !== "") extra.push(["x-forwarded-host", host]);
-    if (requestId === "") extra.push(["x-request-id", x.requestId]);
-    return { drop, extra, hasHost };
+    return {
+      drop,
+      forwardedFor: xff === null ? x.client.address : `${xff}, ${x.client.address}`,
+      forwardedProto: hasProto ? null : this.deps.scheme,
+      forwardedHost: hasFwdHost || host === "" ? null : host,
+      requestId: requestId === "" ? x.requestId : null,
+      hasHost,
+    };
   }
 
   /** Count request body bytes for the log, and stop a body of unknown length at the limit. */

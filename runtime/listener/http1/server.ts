@@ -293,7 +293,9 @@ class ServerConnection implements SocketEvents, CancelSignal {
 
   private parse(chunk: Uint8Array, start: number): void {
     const limits = this.server.limits;
-    if (this.reader === null) this.reader = new HeadReader(limits.maxHeadBytes);
+    // One reader per connection, kept between requests (it is empty after each head); a new one only
+    // when a reload changed the limit, and never in the middle of a head.
+    if (this.reader === null || (!this.partial && this.reader.max !== limits.maxHeadBytes)) this.reader = new HeadReader(limits.maxHeadBytes);
     let text: string | null;
     try {
       text = this.reader.push(chunk, start);
@@ -314,7 +316,6 @@ class ServerConnection implements SocketEvents, CancelSignal {
       return;
     }
     const end = this.reader.end;
-    this.reader = null;
     this.partial = false;
     this.deadline = 0;
     let head: RequestHead;

@@ -94,7 +94,7 @@ export class HeadReader {
   private buf: Uint8Array | null = null;
   private len = 0;
 
-  constructor(private readonly max: number) {}
+  constructor(readonly max: number) {}
 
   /** Forget a partial head, e.g. before the next response on the connection. */
   reset(): void {
@@ -124,6 +124,8 @@ export class HeadReader {
     if (end !== -1) {
       this.len = 0;
       this.end = start + (end - prev);
+      // Readers live as long as their connection: the buffer of a rare split head goes with the head.
+      this.buf = null;
       return latin1Slice.call(buf, 0, end);
     }
     if (this.len >= this.max) throw new ParseError(`response head is larger than ${this.max} bytes`);
