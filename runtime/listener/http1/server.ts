@@ -183,6 +183,9 @@ class Http1Request implements DownstreamRequest {
 class ServerConnection implements SocketEvents, CancelSignal {
   state = HEAD;
   aborted = false;
+  // Subscribers to the cancel signal: nearly always one (the upstream request's timeout), kept in a
+  // slot; more go in the array.
+  private cancelListener: (() => void) | null = null;
   private cancelListeners: (() => void)[] | null = null;
   /** Coarse time (server clock) after which the sweep acts on this connection; 0 for none. */
   deadline = 0;
@@ -271,10 +274,15 @@ class ServerConnection implements SocketEvents, CancelSignal {
   // CancelSignal, for the request being answered
 
   addEventListener(_type: "abort", fn: () => void): void {
-    (this.cancelListeners ??= []).push(fn);
+    if (this.cancelListener === null) this.cancelListener = fn;
+    else (this.cancelListeners ??= []).push(fn);
   }
 
   removeEventListener(_type: "abort", fn: () => void): void {
+    if (this.cancelListener === fn) {
+      this.cancelListener = null;
+      return;
+    }
     const list = this.cancelListeners;
     if (list === null) return;
     const i = list.indexOf(fn);
@@ -284,8 +292,11 @@ class ServerConnection implements SocketEvents, CancelSignal {
   private cancel(): void {
     if (this.aborted) return;
     this.aborted = true;
+    const first = this.cancelListener;
     const list = this.cancelListeners;
+    this.cancelListener = null;
     this.cancelListeners = null;
+    first?.();
     if (list !== null) for (const fn of list) fn();
   }
 
@@ -332,6 +343,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     this.state = ACTIVE;
     // Whatever the last request's upstream exchange subscribed, it unsubscribed when it ended; this
     // just makes sure nothing can pile up over a long keep-alive connection (the array is reused).
+    this.cancelListener = null;
     if (this.cancelListeners !== null) this.cancelListeners.length = 0;
     this.minor = head.minor;
     this.method = head.method;

@@ -198,19 +198,20 @@ function checkValueChars(text: string, from: number, to: number, what: string, n
   return high;
 }
 
-/** "42", or "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6). */
-function parseContentLength(value: string): number {
-  const len = value.length;
-  if (len > 0 && len <= 15) {
-    let n = 0;
-    let i = 0;
-    for (; i < len; i++) {
-      const d = value.charCodeAt(i) - 0x30;
-      if (d < 0 || d > 9) break;
-      n = n * 10 + d;
-    }
-    if (i === len) return n;
+/** text[from..to) as a decimal number when it is 1-15 digits and nothing else (the usual Content-Length), else -1. */
+function digitsAt(text: string, from: number, to: number): number {
+  if (to <= from || to - from > 15) return -1;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = text.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
   }
+  return n;
+}
+
+/** What digitsAt did not take: "42, 42" (repeated identical values are allowed, RFC 9110 section 8.6), or an error. */
+function parseContentLength(value: string): number {
   let result = -1;
   for (const part of value.split(",")) {
     const p = part.trim();
@@ -270,7 +271,8 @@ export function parseHeaderFields(text: string, pos: number, head: HeadFields): 
 
     switch (name) {
       case "content-length": {
-        const n = parseContentLength(text.slice(vs, ve));
+        let n = digitsAt(text, vs, ve);
+        if (n === -1) n = parseContentLength(text.slice(vs, ve));
         if (head.contentLength !== -1 && head.contentLength !== n) throw new ParseError("conflicting content-length headers");
         head.contentLength = n;
         break;
