@@ -235,14 +235,35 @@ describe("hostile tokens", () => {
   const reason = (token: string) => refusal(h.request({ headers: bearer(token) })).body.reason;
   const payload = () => ({ sub: "mallory", exp: now() + 300 });
 
-  test("a token of many members costs time linear in their number: a bad signature, not a spent CPU budget", async () => {
-    // 1600 members: the one-pass check needs 5-10 ms of fuel here, a pairwise one over 40 ms (measured
-    // with both builds), so a budget of 40 ms tells them apart with room for a loaded machine.
+  test("an unsigned payload is not read: ~760 members within the default 8 KiB are a bad signature, inside 1 ms of CPU budget", async () => {
+    // Parsing such a payload cost 2-5 ms of fuel when it came before the signature (near the default
+    // 5 ms budget); unread, the whole check fits in 1 ms (fuel counts instructions, not wall time).
+    const h = await FilterHarness.load(wasm, { config: { jwt: { jwks: keysConfig } }, name: "auth", cpuBudgetMs: 1 });
+    open.push(h);
+    const payloadText = `{${Array.from({ length: 760 }, (_, i) => `"${i}":0`).join(",")}}`;
+    const token = `${b64('{"alg":"HS256","kid":"hs-1"}')}.${b64(payloadText)}.${b64(new Uint8Array(32))}`;
+    expect(token.length).toBeGreaterThan(7000);
+    expect(token.length).toBeLessThanOrEqual(8192);
+    const r = refusal(h.request({ headers: bearer(token) }));
+    expect({ status: r.status, reason: r.body.reason }).toEqual({ status: 401, reason: "bad_signature" });
+  });
+
+  test("a header larger than a JOSE header needs to be is refused before it is parsed", () => {
+    const big = { alg: "HS256", kid: "hs-1", pad: "x".repeat(1600) };
+    expect(reason(craft(big, payload()))).toBe("malformed");
+    expect(reason(hs256(hsSecret, big, payload()))).toBe("malformed");
+    // A header of ordinary size with the same members passes.
+    expect(h.request({ headers: bearer(hs256(hsSecret, { alg: "HS256", kid: "hs-1", pad: "x".repeat(64) }, payload())) }).outcome.kind).toBe("continue");
+  });
+
+  test("a signed payload of many members costs time linear in their number", async () => {
+    // 1600 members: the one-pass duplicate check needs 5-10 ms of fuel here, a pairwise one over 40 ms
+    // (measured with both builds), so a budget of 40 ms tells them apart with room for a loaded machine.
     const h = await FilterHarness.load(wasm, { config: { jwt: { jwks: keysConfig, maxTokenBytes: 32768 } }, name: "auth", cpuBudgetMs: 40 });
     open.push(h);
-    const payloadText = `{${Array.from({ length: 1600 }, (_, i) => `"${i}":0`).join(",")}}`;
-    const r = refusal(h.request({ headers: bearer(`${b64('{"alg":"HS256","kid":"hs-1"}')}.${b64(payloadText)}.${b64(new Uint8Array(32))}`) }));
-    expect({ status: r.status, reason: r.body.reason }).toEqual({ status: 401, reason: "bad_signature" });
+    const claims: Record<string, unknown> = { sub: "alice", exp: now() + 300 };
+    for (let i = 0; i < 1600; i++) claims[`m${i}`] = 0;
+    expect(h.request({ headers: bearer(hs256(hsSecret, { alg: "HS256", kid: "hs-1" }, claims)) }).outcome.kind).toBe("continue");
   });
 
   test("refuses alg none in any spelling, signed or not", () => {
@@ -305,9 +326,9 @@ describe("hostile tokens", () => {
       [`${b64("hello")}.${gp}.${gs}`, "malformed"], // header not JSON
       [`${json([1])}.${gp}.${gs}`, "malformed"], // header not an object
       [`${json("HS256")}.${gp}.${gs}`, "malformed"],
-      [`${gh}.${b64("{not json")}.${gs}`, "malformed"],
-      [`${gh}.${json(["sub"])}.${gs}`, "malformed"],
-      [`${gh}.${json(42)}.${gs}`, "malformed"],
+      // A payload is read only under a good signature: unsigned garbage is a bad signature, signed garbage malformed.
+      [`${gh}.${b64("{not json")}.${gs}`, "bad_signature"],
+      [`${gh}.${json(["sub"])}.${gs}`, "bad_signature"],
       [craft({ kid: "hs-1" }, payload()), "malformed"], // no alg
       [craft({ alg: 256, kid: "hs-1" }, payload()), "malformed"],
       [craft({ alg: "HS256", kid: 1 }, payload()), "malformed"],
@@ -327,6 +348,9 @@ describe("hostile tokens", () => {
       return `${input}.${createHmac("sha256", hsSecret).update(input).digest("base64url")}`;
     };
     const claims = JSON.stringify({ sub: "alice", exp: now() + 300 });
+    cases.push([signedRaw('{"alg":"HS256","kid":"hs-1"}', "{not json"), "malformed"]);
+    cases.push([signedRaw('{"alg":"HS256","kid":"hs-1"}', '["sub"]'), "malformed"]);
+    cases.push([signedRaw('{"alg":"HS256","kid":"hs-1"}', "42"), "malformed"]);
     cases.push([signedRaw('{"alg":"none","alg":"HS256","kid":"hs-1"}', claims), "malformed"]);
     cases.push([signedRaw('{"alg":"HS256","kid":"hs-1"}', `{"sub":"alice","exp":${now() + 300},"sub":"root"}`), "malformed"]);
     expect(h.request({ headers: bearer(signedRaw('{"alg":"HS256","kid":"hs-1"}', claims)) }).outcome.kind).toBe("continue");
