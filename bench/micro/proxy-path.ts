@@ -19,7 +19,8 @@
 // route, with the filters from filters/dist (`npm run build:filters`).
 import { join, resolve } from "node:path";
 
-const HERE = join(import.meta.dir, "..", "..");
+const meta = import.meta as ImportMeta & { dir?: string; dirname?: string };
+const HERE = join(meta.dir ?? meta.dirname!, "..", ".."); // Bun names it dir, Deno dirname
 const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {};
 const argv = (globalThis as { process?: { argv: string[] } }).process?.argv ?? [];
 const REQUESTS = Number(env.REQUESTS ?? 50_000);
