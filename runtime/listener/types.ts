@@ -41,8 +41,9 @@ export interface DownstreamResponse {
   headers: HeaderList;
   /**
    * Header lines sent as they are, ahead of `headers` (an upstream's own lines, passed through).
-   * They hold no hop-by-hop or Transfer-Encoding line; `date` and `length` say whether they hold a
-   * Date and a Content-Length (which then is the size of `chunks`, when there are chunks).
+   * They hold no hop-by-hop or Transfer-Encoding line, and at most one Content-Length, a plain number
+   * that is the body's length (the size of `chunks`, when there are chunks; the upstream's body was
+   * read by it). `date` and `length` say whether they hold a Date and that Content-Length.
    */
   wire?: (WireLines & { readonly date: boolean; readonly length: boolean }) | null;
   /** The whole body, already in memory (proxy-made responses, small upstream responses). */

@@ -21,7 +21,8 @@ export function connectionTokens(value: string | null): Set<string> | null {
   let out: Set<string> | null = null;
   for (const part of value.split(",")) {
     const t = part.trim().toLowerCase();
-    if (t === "" || t === "close" || t === "keep-alive") continue;
+    // Host is never hop-by-hop: "Connection: host" must not take the Host routing reads away.
+    if (t === "" || t === "close" || t === "keep-alive" || t === "host") continue;
     (out ??= new Set()).add(t);
   }
   return out;

@@ -304,7 +304,8 @@ export class Proxy {
     }
     if (chain === null) {
       // 5, 6 and 8, once: no filter can ask for another attempt, and nothing has waited since the
-      // request arrived, so its clock reading still holds (one performance.now() per request, not five).
+      // request arrived but routing and headers (a few microseconds, which the balancer's latency then
+      // includes), so its clock reading serves (one performance.now() per request, not five).
       if (req.signal?.aborted) throw cancelled();
       const now = x.startedAt;
       const endpoint = this.pickEndpoint(route, req, x, now);
@@ -592,9 +593,21 @@ export class Proxy {
     const listOnly = route.responseHeaders !== null || (route.chain !== null && route.chain.hasResponsePhase);
     if (res.wire === undefined || listOnly || !this.passLines(res, out)) {
       const extraHop = connectionTokens(getHeader(res.headers, "connection"));
+      const wire = res.wire;
       let headers: HeaderList = [];
+      let length = false;
       for (const h of res.headers) {
         if (HOP_BY_HOP.has(h[0]) || (extraHop !== null && extraHop.has(h[0]))) continue;
+        if (h[0] === "content-length" && wire !== undefined) {
+          // One Content-Length, as a plain number; none when Transfer-Encoding framed the body
+          // (RFC 9112 section 6.3: a proxy removes it, the listener frames the body itself).
+          if (length || wire.transferEncoding !== "none") continue;
+          length = true;
+          if (h[1] !== String(wire.contentLength)) {
+            headers.push(["content-length", String(wire.contentLength)]);
+            continue;
+          }
+        }
         headers.push(h);
       }
       if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
@@ -631,15 +644,16 @@ export class Proxy {
   }
 
   /**
-   * The upstream's header lines go to the client as they came, minus hop-by-hop ones (and a
-   * Content-Length on a status that has no body). Not when they repeat Content-Length: the listener
-   * then writes the one length itself from the list.
+   * The upstream's header lines go to the client as they came, minus hop-by-hop ones and a
+   * Content-Length that does not say the body's length (on a status without a body, or beside a
+   * Transfer-Encoding, which frames the body instead: RFC 9112 section 6.3). Not when Content-Length
+   * is anything but one line with one plain number ("2, 2", two lines): the list path writes it once.
    */
   private passLines(res: UpstreamResponse, out: DownstreamResponse): boolean {
     const wire = res.wire!;
     const names = wire.names;
     const extraHop = connectionTokens(wire.connection);
-    const noBody = NO_BODY_STATUS(res.status);
+    const dropLength = NO_BODY_STATUS(res.status) || wire.transferEncoding !== "none";
     let drop: number[] | null = null;
     let date = false;
     let lengths = 0;
@@ -647,8 +661,8 @@ export class Proxy {
       const name = names[i]!;
       if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) (drop ??= []).push(i);
       else if (name === "content-length") {
-        if (noBody) (drop ??= []).push(i);
-        else if (++lengths > 1) return false;
+        if (dropLength) (drop ??= []).push(i);
+        else if (++lengths > 1 || wire.value(i) !== String(wire.contentLength)) return false;
       } else if (name === "date") date = true;
     }
     out.wire = { lines: drop === null ? wire.lines : withoutLines(wire.lines, drop), high: wire.high, date, length: lengths === 1 };

@@ -33,6 +33,10 @@ export interface ParsedLines extends WireLines {
   value(i: number): string;
   /** The Connection header's values as one list, "" without one. */
   readonly connection: string;
+  /** The message's length as its Content-Length lines say it (one number), -1 without one. */
+  readonly contentLength: number;
+  /** "none" unless a Transfer-Encoding line frames the message (it then overrides Content-Length). */
+  readonly transferEncoding: "none" | "chunked" | "other";
 }
 
 export interface UpstreamRequest {

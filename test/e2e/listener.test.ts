@@ -243,6 +243,19 @@ describe("downstream HTTP/1.1 listener", () => {
       });
     });
 
+    test("answers 400 for an absolute-form request with two Host headers or an invalid one, though its target names the host", async () => {
+      await expectRefused("GET http://abs.example/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", 400, "bad_request");
+      await expectRefused("GET http://abs.example/ HTTP/1.1\r\nHost: b c\r\n\r\n", 400, "bad_request");
+    });
+
+    test("keeps Host when the client names it in Connection: routing and the upstream still see it", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("GET /h HTTP/1.1\r\nHost: kept.example\r\nConnection: host\r\n\r\n");
+        const echo = JSON.parse((await w.response()).body) as Echo;
+        expect(echo.host).toBe("kept.example");
+      });
+    });
+
     test("answers 400 bad_request and closes for an absolute-form target with userinfo", () =>
       expectRefused("GET http://user:pw@abs.example/ HTTP/1.1\r\nHost: abs.example\r\n\r\n", 400, "bad_request"));
 

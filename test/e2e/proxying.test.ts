@@ -179,6 +179,39 @@ describe("proxying", () => {
     }
   });
 
+  test("a response's Content-Length says the length the client gets: dropped beside Transfer-Encoding, one plain number otherwise", async () => {
+    const big = "z".repeat(200_000); // over the 128 KiB collected whole: streamed
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        const path = head.slice(4, head.indexOf(" ", 4));
+        if (path === "/te") s.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n26\r\nHELLO WORLD, this is the body and more\r\n0\r\n\r\n");
+        else if (path === "/te-big") s.write(`HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n${big.length.toString(16)}\r\n${big}\r\n0\r\n\r\n`);
+        else if (path === "/list") s.write("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok");
+        else s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\nContent-Length: ${big.length}\r\n\r\n${big}`);
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      const lengths = (raw: string) => raw.slice(0, raw.indexOf("\r\n\r\n")).split("\r\n").filter((l) => /^content-length:/i.test(l));
+      const te = await rawRequest(q.port, "GET /te HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+      expect(lengths(te)).toEqual(["content-length: 38"]);
+      expect(te.slice(te.indexOf("\r\n\r\n") + 4)).toBe("HELLO WORLD, this is the body and more");
+      const teBig = await rawRequest(q.port, "GET /te-big HTTP/1.1\r\nHost: t\r\n\r\n", 300);
+      expect(lengths(teBig)).toEqual([]);
+      expect(teBig.toLowerCase()).toContain("transfer-encoding: chunked");
+      for (const c of ["/list", "/dup-big"] as const) {
+        const res = await fetch(`${q.url}${c}`);
+        expect(res.headers.get("content-length")).toBe(c === "/list" ? "2" : String(big.length));
+        expect((await res.text()).length).toBe(c === "/list" ? 2 : big.length);
+      }
+      const dupBig = await rawRequest(q.port, "GET /dup-big HTTP/1.1\r\nHost: t\r\n\r\n", 300);
+      expect(lengths(dupBig)).toEqual([`content-length: ${big.length}`]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+
   test("HEAD, 204 and 304 responses carry no body", async () => {
     const up = await rawUpstream((s) => {
       let buf = "";

@@ -73,9 +73,6 @@ function decodeStrict(s: string): Uint8Array | null {
   return base64url.decode(s);
 }
 
-/** Base64url chars of a token header we read: ~1.5 KiB of JSON, ten times a typical one (alg, typ, kid). */
-const MAX_HEADER_CHARS = 2048;
-
 function jsonObject(segment: string): JsonValue | null {
   const bytes = decodeStrict(segment);
   if (bytes === null) return null;
@@ -136,9 +133,9 @@ export function checkToken(token: string, s: JwtSettings, keys: Key[], nowSecond
   if (d2 == token.length - 1) return invalid("malformed", "the token has no signature");
 
   // 2. Header: a JSON object with an algorithm we accept, no extensions we do not know. It is read
-  //    before the signature can be checked, so its size is capped well below the token's: a JOSE
-  //    header is a few short members, and a client's made-up one must not spend the CPU budget.
-  if (d1 > MAX_HEADER_CHARS) return invalid("malformed", "the token header is larger than a JOSE header needs to be");
+  //    before the signature can be checked, so it may be at most half the token (4096 chars by
+  //    default: room for an x5c certificate, not for a made-up one that spends the CPU budget).
+  if (d1 > s.maxTokenBytes >> 1) return invalid("malformed", "the token header is larger than a JOSE header needs to be");
   const header = jsonObject(token.substring(0, d1));
   if (header === null) return invalid("malformed", "the token header is not a base64url JSON object");
   const algValue = header.get("alg");

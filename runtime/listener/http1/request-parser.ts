@@ -102,8 +102,16 @@ export function parseRequestHead(text: string): RequestHead {
   if (authority !== null) {
     // The target's authority is the Host: the head again, in origin form, with that Host line (the
     // rest was checked just now, and is checked again as an ordinary request).
+    // The Host lines it replaces must still be well-formed (RFC 9112 section 3.2: more than one, or
+    // an invalid one, is a 400 whatever the target says).
     const hosts: number[] = [];
-    for (let i = 0; i < head.names.length; i++) if (head.names[i] === "host") hosts.push(i);
+    for (let i = 0; i < head.names.length; i++) {
+      if (head.names[i] !== "host") continue;
+      const value = head.value(i);
+      if (!HOST.test(value)) throw reject("bad_request", `invalid Host header ${JSON.stringify(value.slice(0, 64))}`);
+      hosts.push(i);
+    }
+    if (hosts.length > 1) throw reject("bad_request", "more than one Host header");
     return parseRequestHead(`${method} ${target} HTTP/1.${minorDigit}\r\n${withoutLines(head.lines, hosts)}host: ${authority}\r\n\r\n`);
   }
   let host = 0;

@@ -500,7 +500,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
     let hasLength = false;
     const wire = res.wire;
     if (wire != null) {
-      // An upstream's own lines, passed through (no hop-by-hop or framing lines among them).
+      // An upstream's own lines, passed through: no hop-by-hop or Transfer-Encoding line, at most one
+      // Content-Length and that one the body's true length (DownstreamResponse.wire).
       head += wire.lines;
       hasDate = wire.date;
       hasLength = wire.length;
@@ -520,7 +521,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     if (!hasDate) head += dateHeader();
     let chunked = false;
     if (chunks !== null) {
-      // A Content-Length among the passed lines is the size of these chunks (the body was read by it).
+      // A Content-Length among the passed lines is the size of these chunks (see DownstreamResponse.wire).
       if (!noBodyStatus(status) && !hasLength) head += `content-length: ${size}\r\n`;
     } else if (stream !== null) {
       if (!hasLength) {
