@@ -18,6 +18,8 @@
 // FILTERS=auth,rateLimit,retries,fault (keys of FILTERS in bench/scenarios.ts) puts that chain on the
 // route, with the filters from filters/dist (`npm run build:filters`).
 import { join, resolve } from "node:path";
+// Types only: the checkouts under test are loaded at run time, each with its own modules.
+import type { Socket, SocketEvents } from "../../runtime/platform/tcp.ts";
 
 const meta = import.meta as ImportMeta & { dir?: string; dirname?: string };
 const HERE = join(meta.dir ?? meta.dirname!, "..", ".."); // Bun names it dir, Deno dirname
@@ -35,17 +37,8 @@ const RESPONSE = encoder.encode(
   `HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDate: Wed, 25 Nov 2026 13:30:51 GMT\r\nContent-Length: ${BODY}\r\n\r\n` + "a".repeat(BODY),
 );
 
-interface Socketish {
-  write(data: string | Uint8Array): boolean;
-  writeCopy(data: Uint8Array, length: number): boolean;
-  pause(): void;
-  resume(): void;
-  close(): void;
-  destroy(): void;
-}
-
 /** A socket whose writes go nowhere but `onWrite`. */
-function memorySocket(onWrite: (data: string | Uint8Array) => void): Socketish {
+function memorySocket(onWrite: (data: string | Uint8Array) => void): Socket {
   return {
     write: (data) => (onWrite(data), true),
     // The bytes are never read here, so no view of them is made: a view would time the bench, not the proxy.
@@ -57,7 +50,6 @@ function memorySocket(onWrite: (data: string | Uint8Array) => void): Socketish {
   };
 }
 
-type Events = { onData(chunk: Uint8Array): void };
 type FilterUse = { name: string; config: unknown; headers?: Record<string, string> };
 
 /** The proxy of the checkout at `root`, ready; returns a function timing `n` requests (us per request). */
@@ -77,10 +69,10 @@ async function setup(root: string): Promise<{ run: (n: number) => Promise<number
   // The upstream: every write of a request head is answered at once (on the next microtask, as a
   // socket read would come later), with one fixed response.
   const client = createHttp1Client({
-    connect: async (_host: string, _port: number, events: Events) => memorySocket(() => queueMicrotask(() => events.onData(RESPONSE.slice()))),
+    connect: async (_host: string, _port: number, events: SocketEvents) => memorySocket(() => queueMicrotask(() => events.onData(RESPONSE.slice()))),
   });
   // The downstream: one connection; the run drives it.
-  let accept: ((socket: Socketish, client: { address: string; port: number }) => Events) | null = null;
+  let accept: ((socket: Socket, client: { address: string; port: number }) => SocketEvents) | null = null;
   const listen = (_host: string, _port: number, fn: typeof accept) => {
     accept = fn;
     return { port: 1, stop() {} };

@@ -1,5 +1,6 @@
 // Header handling on the hot path: hop-by-hop removal, forwarding headers, route mutations.
 import type { HeaderMutationConfig } from "../config/schema.ts";
+import { HeadFields, parseHeaderFields } from "../upstream/http1/response-parser.ts";
 import type { HeaderList } from "../upstream/types.ts";
 
 /** RFC 9110 §7.6.1 connection-specific headers, plus the de-facto ones proxies strip. */
@@ -77,20 +78,12 @@ export function withoutLines(lines: string, drop: readonly number[]): string {
   return keepFrom === 0 ? lines : out + lines.slice(keepFrom);
 }
 
-/** Header lines in wire form as a HeaderList (names lower-cased, values trimmed), for consumers that need pairs. */
+/**
+ * Header lines in wire form as a HeaderList (names lower-cased, values trimmed of spaces and tabs),
+ * for consumers that need pairs: read by the one header parser, on lines it already checked once.
+ */
 export function linePairs(lines: string): HeaderList {
-  const out: HeaderList = [];
-  let pos = 0;
-  while (pos < lines.length) {
-    const eol = lines.indexOf("\r\n", pos);
-    const colon = lines.indexOf(":", pos);
-    let vs = colon + 1;
-    let ve = eol;
-    // OWS is space and tab only (String.prototype.trim would also eat a latin1 0xa0 byte).
-    while (vs < ve && (lines.charCodeAt(vs) === 0x20 || lines.charCodeAt(vs) === 0x09)) vs++;
-    while (ve > vs && (lines.charCodeAt(ve - 1) === 0x20 || lines.charCodeAt(ve - 1) === 0x09)) ve--;
-    out.push([lines.slice(pos, colon).toLowerCase(), lines.slice(vs, ve)]);
-    pos = eol + 2;
-  }
-  return out;
+  const head = new HeadFields(lines + "\r\n");
+  parseHeaderFields(head.text, 0, head);
+  return head.headers;
 }

@@ -603,8 +603,9 @@ export class Proxy {
           // (RFC 9112 section 6.3: a proxy removes it, the listener frames the body itself).
           if (length || wire.transferEncoding !== "none") continue;
           length = true;
-          if (h[1] !== String(wire.contentLength)) {
-            headers.push(["content-length", String(wire.contentLength)]);
+          const plain = String(wire.contentLength);
+          if (h[1] !== plain) {
+            headers.push(["content-length", plain]);
             continue;
           }
         }

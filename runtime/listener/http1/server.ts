@@ -17,6 +17,7 @@ import { ProxyError } from "../../errors.ts";
 import { platform } from "../../platform/index.ts";
 import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
+import { CancelSource } from "../../upstream/cancel.ts";
 import type { CancelSignal, HeaderList } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
@@ -180,13 +181,8 @@ class Http1Request implements DownstreamRequest {
  * pipelined ones wait): aborted when the client goes before that response is out, so the upstream
  * request stops too, as Envoy resets the upstream stream when its downstream goes.
  */
-class ServerConnection implements SocketEvents, CancelSignal {
+class ServerConnection extends CancelSource implements SocketEvents {
   state = HEAD;
-  aborted = false;
-  // Subscribers to the cancel signal: nearly always one (the upstream request's timeout), kept in a
-  // slot; more go in the array.
-  private cancelListener: (() => void) | null = null;
-  private cancelListeners: (() => void)[] | null = null;
   /** Coarse time (server clock) after which the sweep acts on this connection; 0 for none. */
   deadline = 0;
   /** Whether the bytes awaited in HEAD state are a started head (408 on timeout) or nothing (idle close). */
@@ -215,6 +211,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     socket: Socket,
     client: ClientInfo,
   ) {
+    super();
     this.socket = socket;
     this.client = client;
     this.deadline = server.idleDeadline();
@@ -268,36 +265,7 @@ class ServerConnection implements SocketEvents, CancelSignal {
     this.onWritable = null;
     if (this.streaming !== null) void this.streaming.cancel("downstream closed").catch(() => {});
     this.streaming = null;
-    if (answering) this.cancel();
-  }
-
-  // CancelSignal, for the request being answered
-
-  addEventListener(_type: "abort", fn: () => void): void {
-    if (this.cancelListener === null) this.cancelListener = fn;
-    else (this.cancelListeners ??= []).push(fn);
-  }
-
-  removeEventListener(_type: "abort", fn: () => void): void {
-    if (this.cancelListener === fn) {
-      this.cancelListener = null;
-      return;
-    }
-    const list = this.cancelListeners;
-    if (list === null) return;
-    const i = list.indexOf(fn);
-    if (i !== -1) list.splice(i, 1);
-  }
-
-  private cancel(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    const first = this.cancelListener;
-    const list = this.cancelListeners;
-    this.cancelListener = null;
-    this.cancelListeners = null;
-    first?.();
-    if (list !== null) for (const fn of list) fn();
+    if (answering) this.abort(); // the request being answered: its upstream request stops
   }
 
   // Reading requests
@@ -342,9 +310,8 @@ class ServerConnection implements SocketEvents, CancelSignal {
   private begin(head: RequestHead, chunk: Uint8Array, start: number): void {
     this.state = ACTIVE;
     // Whatever the last request's upstream exchange subscribed, it unsubscribed when it ended; this
-    // just makes sure nothing can pile up over a long keep-alive connection (the array is reused).
-    this.cancelListener = null;
-    if (this.cancelListeners !== null) this.cancelListeners.length = 0;
+    // just makes sure nothing can pile up over a long keep-alive connection.
+    this.forgetListeners();
     this.minor = head.minor;
     this.method = head.method;
     this.keepAlive = !this.server.draining && (head.minor === 1 ? !head.connectionClose : head.connectionKeepAlive && !head.connectionClose);

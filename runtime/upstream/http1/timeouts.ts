@@ -7,6 +7,7 @@
 // queue: they expire in the order they started, so the queue is a linked list with O(1) insert and
 // removal, and one timer per queue waits for its oldest entry. A finished request just unlinks itself.
 
+import { CancelSource } from "../cancel.ts";
 import type { CancelSignal } from "../types.ts";
 
 /** Distinct timeout lengths with their own queue; rarer ones get a plain timer. */
@@ -61,16 +62,12 @@ class TimeoutQueue {
  * An AbortSignal stand-in that aborts after `ms` (or when `outer` aborts). clear() when the request
  * is done, so it neither fires nor stays linked.
  */
-export class TimerSignal implements CancelSignal {
-  aborted = false;
+export class TimerSignal extends CancelSource {
   readonly deadline: number;
   prev: TimerSignal | null = null;
   next: TimerSignal | null = null;
   queue: TimeoutQueue | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  // Nearly always one listener (the connection carrying the request): a slot, and an array only for more.
-  private listener: (() => void) | null = null;
-  private more: (() => void)[] | null = null;
   private onOuterAbort: (() => void) | null = null;
 
   constructor(
@@ -79,6 +76,7 @@ export class TimerSignal implements CancelSignal {
     /** performance.now() as the caller just read it. */
     now = performance.now(),
   ) {
+    super();
     // Whole milliseconds: what is left of a route timeout (14999.7 ms) shares the queue of 15000.
     ms = Math.ceil(Math.max(0, ms));
     this.deadline = now + ms;
@@ -101,28 +99,8 @@ export class TimerSignal implements CancelSignal {
 
   fire(): void {
     if (this.aborted) return;
-    this.aborted = true;
     this.clear();
-    const first = this.listener;
-    const more = this.more;
-    this.listener = null;
-    this.more = null;
-    first?.();
-    if (more !== null) for (const fn of more) fn();
-  }
-
-  addEventListener(_type: "abort", fn: () => void): void {
-    if (this.listener === null) this.listener = fn;
-    else (this.more ??= []).push(fn);
-  }
-
-  removeEventListener(_type: "abort", fn: () => void): void {
-    if (this.listener === fn) {
-      this.listener = null;
-      return;
-    }
-    const i = this.more === null ? -1 : this.more.indexOf(fn);
-    if (i !== -1) this.more!.splice(i, 1);
+    this.abort();
   }
 
   clear(): void {
