@@ -46,8 +46,12 @@ export interface DownstreamResponse {
    * read by it). `date` and `length` say whether they hold a Date and that Content-Length.
    */
   wire?: (WireLines & { readonly date: boolean; readonly length: boolean }) | null;
-  /** The whole body, already in memory (proxy-made responses, small upstream responses). */
-  chunks: readonly Uint8Array[] | null;
+  /**
+   * The whole body, already in memory (proxy-made responses, small upstream responses). The listener
+   * takes the array: it empties it once the bytes are written, so whoever else still points at it
+   * (the upstream response, settled promises) no longer keeps the buffers alive.
+   */
+  chunks: Uint8Array[] | null;
   /** Or a streamed body. Both null: no body. */
   stream: ReadableStream<Uint8Array> | null;
 }

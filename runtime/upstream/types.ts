@@ -71,8 +71,12 @@ export interface UpstreamResponse {
    * small proxied response. `body` then streams the same bytes, made only if asked for.
    */
   readonly blob?: Blob;
-  /** With `blob`: the same bytes as the chunks they arrived in, for writers that take bytes synchronously. */
-  readonly chunks?: readonly Uint8Array[];
+  /**
+   * With `blob`: the same bytes as the chunks they arrived in, for writers that take bytes
+   * synchronously. Whoever sends them may empty the array (the listener does, see DownstreamResponse.chunks);
+   * read `blob` or `body` before handing the chunks on, not after.
+   */
+  readonly chunks?: Uint8Array[];
   /**
    * Set by the consumer to learn when a streamed body ends: `error` is null when it completed, the
    * upstream's error when it failed mid-body, or "cancelled" when the consumer cancelled it; `bytes`

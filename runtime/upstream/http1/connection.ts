@@ -150,7 +150,7 @@ class BufferedResponse implements UpstreamResponse {
   private whole: Blob | null = null;
   constructor(
     readonly wire: ResponseHead,
-    readonly chunks: readonly Uint8Array[],
+    readonly chunks: Uint8Array[],
   ) {
     this.status = wire.status;
     this.statusText = wire.statusText;
