@@ -52,6 +52,11 @@ export interface DownstreamResponse {
    * (the upstream response, settled promises) no longer keeps the buffers alive.
    */
   chunks: Uint8Array[] | null;
+  /**
+   * The bytes in front of chunks[0] in its buffer are free (UpstreamResponse.headroom): the listener
+   * may write the head there instead of copying head and body into one buffer.
+   */
+  headroom?: boolean;
   /** Or a streamed body. Both null: no body. */
   stream: ReadableStream<Uint8Array> | null;
 }

@@ -588,7 +588,7 @@ export class Proxy {
   }
 
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {
-    const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, stream: null };
+    const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, headroom: false, stream: null };
     // Response filters may have changed the list (rate-limit adds its headers): then the list it is.
     const listOnly = route.responseHeaders !== null || (route.chain !== null && route.chain.hasResponsePhase);
     if (res.wire === undefined || listOnly || !this.passLines(res, out)) {
@@ -624,6 +624,7 @@ export class Proxy {
       for (const c of res.chunks) size += c.byteLength;
       x.bytesOut = size;
       out.chunks = res.chunks;
+      out.headroom = res.headroom === true;
       return out;
     }
     if (res.body === null) return out;

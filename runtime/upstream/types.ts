@@ -78,6 +78,11 @@ export interface UpstreamResponse {
    */
   readonly chunks?: Uint8Array[];
   /**
+   * With `chunks`: the bytes in front of chunks[0] in its buffer (the head it arrived behind) are
+   * free, so a writer may put its own head there and send head and body without copying the body.
+   */
+  readonly headroom?: boolean;
+  /**
    * Set by the consumer to learn when a streamed body ends: `error` is null when it completed, the
    * upstream's error when it failed mid-body, or "cancelled" when the consumer cancelled it; `bytes`
    * is how many body bytes were delivered. Called at most once, never for `blob` or bodyless responses.

@@ -365,4 +365,45 @@ describe("streaming", () => {
       up.stop();
     }
   });
+  test("a whole body arriving with its head goes out byte for byte, whether our head fits where the upstream's was or not", async () => {
+    // The listener writes its head into the bytes the upstream's head arrived in when there is room
+    // (longer upstream head), and copies otherwise (shorter one: we add Date; a body in two writes).
+    const body = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) % 251);
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        const path = head.split(" ")[1]!;
+        const b = body(path === "/split" ? 40_000 : 10_000, path.length);
+        if (path === "/long") {
+          const pad = "x".repeat(300);
+          s.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\nX-Pad: ${pad}\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Length: ${b.length}\r\n\r\n`), b]));
+        } else if (path === "/short") {
+          s.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${b.length}\r\n\r\n`), b]));
+        } else {
+          s.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${b.length}\r\n\r\n`), b.subarray(0, 15_000)]));
+          setTimeout(() => s.write(b.subarray(15_000)), 20);
+        }
+      }),
+    );
+    const q = await startInProcess(simpleConfig(up.port));
+    try {
+      for (let round = 0; round < 3; round++) {
+        for (const path of ["/long", "/short", "/split", "/long"]) {
+          const res = await fetch(`${q.url}${path}`);
+          expect(res.status).toBe(200);
+          const got = new Uint8Array(await res.arrayBuffer());
+          expect(got).toEqual(body(path === "/split" ? 40_000 : 10_000, path.length));
+          if (path === "/long") {
+            expect(res.headers.get("x-pad")).toBe("x".repeat(300));
+            expect(res.headers.get("keep-alive")).toBeNull();
+            expect(res.headers.get("date")).toBe("Wed, 25 Nov 2026 10:00:00 GMT");
+          } else {
+            expect(res.headers.get("date")).not.toBeNull();
+          }
+        }
+      }
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
 });

@@ -148,6 +148,11 @@ class BufferedResponse implements UpstreamResponse {
   readonly statusText: string;
   private stream: ReadableStream<Uint8Array> | null = null;
   private whole: Blob | null = null;
+  /**
+   * Each chunk the socket hands us is a buffer of our own, and the parsed head has been copied into
+   * strings, so the bytes in front of the body's first chunk are free.
+   */
+  readonly headroom = true;
   constructor(
     readonly wire: ResponseHead,
     readonly chunks: Uint8Array[],
