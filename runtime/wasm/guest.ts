@@ -83,25 +83,28 @@ function decodeUnits(u16: Uint16Array, base: number, len: number): string {
   return utf16.decode(u16.subarray(base, base + len));
 }
 
+// Two slots per hash (the second is its neighbour), so two strings of one request that collide do not
+// evict each other on every request ("x-api-key" and "ratelimit-reset" did: two decodes per request).
 function intern(table: (string | undefined)[], u16: Uint16Array, base: number, len: number, hash: number, lower: boolean): string {
-  const slot = hash & (INTERN_SLOTS - 1);
-  const hit = table[slot];
-  if (hit !== undefined && hit.length === len) {
-    let same = true;
-    for (let i = 0; i < len; i++) {
-      let c = u16[base + i]!;
-      if (lower && c >= 65 && c <= 90) c += 32;
-      if (hit.charCodeAt(i) !== c) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return hit;
-  }
+  const first = (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
+  if (sameUnits(table[first], u16, base, len, lower)) return table[first]!;
+  const second = first ^ 1;
+  if (sameUnits(table[second], u16, base, len, lower)) return table[second]!;
   let s = decodeUnits(u16, base, len);
   if (lower) s = s.toLowerCase();
-  if (len <= INTERN_MAX) table[slot] = s;
+  if (len <= INTERN_MAX) table[table[first] === undefined ? first : second] = s;
   return s;
+}
+
+/** Whether `hit` is the `len` code units at `base` (lower-cased first when `lower`). */
+function sameUnits(hit: string | undefined, u16: Uint16Array, base: number, len: number, lower: boolean): boolean {
+  if (hit === undefined || hit.length !== len) return false;
+  for (let i = 0; i < len; i++) {
+    let c = u16[base + i]!;
+    if (lower && c >= 65 && c <= 90) c += 32;
+    if (hit.charCodeAt(i) !== c) return false;
+  }
+  return true;
 }
 
 export class Guest {
