@@ -229,7 +229,7 @@ export class MeshProxy {
       return createHttp1Server({
         hostname,
         port,
-        handler: (req) => this.proxy!.handle(req),
+        handler: (req, reply) => this.proxy!.handle(req, reply),
         refuse: (err, client, head) => this.proxy!.refuse(err, client, head),
         limits: () => this.listenerLimits,
         listen: this.listenFn,

@@ -70,7 +70,8 @@ export function fetchHandler(handle: () => DownstreamHandler, refuse: () => Refu
     const req = c.req.raw;
     const err = refusal(req);
     if (err !== null) return toResponse(refuse()(err, c.env.client, { method: req.method, target: targetOf(req.url) }));
-    return toResponse(await handle()(fromRequest(req, c.env.client)));
+    const handler = handle();
+    return toResponse(await new Promise<DownstreamResponse>((reply) => handler(fromRequest(req, c.env.client), reply)));
   });
   return (req, client) => Promise.resolve(app.fetch(req, { client }));
 }

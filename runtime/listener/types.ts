@@ -61,5 +61,9 @@ export interface DownstreamResponse {
   stream: ReadableStream<Uint8Array> | null;
 }
 
-/** Runs the phases for one request; never rejects. */
-export type DownstreamHandler = (req: DownstreamRequest) => Promise<DownstreamResponse>;
+/**
+ * Runs the phases for one request and hands its response to `reply`: exactly once, always (errors
+ * are responses too), and never before the handler has returned. A callback rather than a promise:
+ * the common path then allocates no promise at all between the request's head and its response.
+ */
+export type DownstreamHandler = (req: DownstreamRequest, reply: (res: DownstreamResponse) => void) => void;

@@ -18,7 +18,7 @@ import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
-import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
@@ -143,6 +143,41 @@ function filterFailure(out: { filter: string; phase: string; reason: string }): 
   });
 }
 
+type Reply = (res: DownstreamResponse) => void;
+
+function forwardOptions(cluster: ClusterRuntime, timeoutMs: number, signal: CancelSignal | null, staleRetry: boolean): ForwardOptions {
+  const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
+  if (signal !== null) opts.signal = signal;
+  if (!staleRetry) opts.staleRetry = false;
+  return opts;
+}
+
+/**
+ * One forward of a route without filters, as the client's receiver: the one object that carries the
+ * request from the forward to the reply (instead of a promise chain and its closures).
+ */
+class Forwarding implements ResponseReceiver {
+  constructor(
+    private readonly proxy: Proxy,
+    readonly req: DownstreamRequest,
+    readonly x: Exchange,
+    readonly route: RouteRuntime,
+    readonly endpoint: Endpoint,
+    /** The clock reading the forward started at. */
+    readonly started: number,
+    readonly timeoutMs: number,
+    readonly reply: Reply,
+  ) {}
+
+  onResponse(res: UpstreamResponse): void {
+    this.proxy.forwarded(this, res);
+  }
+
+  onError(err: unknown): void {
+    this.proxy.forwardFailed(this, err);
+  }
+}
+
 export class Proxy {
   private snapshot: Snapshot;
   private inFlight = 0;
@@ -175,21 +210,16 @@ export class Proxy {
     return this.inFlight;
   }
 
-  /** Entry point for every downstream request. Never rejects. */
-  handle = (req: DownstreamRequest): Promise<DownstreamResponse> => {
+  /** Entry point for every downstream request: `reply` gets its response (an error is one too), once. */
+  handle = (req: DownstreamRequest, reply: Reply): void => {
     const snap = this.snapshot;
     const x = this.exchange(req.client, req.method, req.target);
-    let running: Promise<DownstreamResponse>;
     try {
-      running = this.run(snap, req, x);
+      this.run(snap, req, x, reply);
     } catch (err) {
-      return Promise.resolve(this.failed(req, x, err));
+      const res = this.failed(req, x, err);
+      queueMicrotask(() => reply(res)); // never before handle() returns (DownstreamHandler)
     }
-    // Callbacks rather than an async frame around run(): one suspended frame less per request.
-    return running.then(
-      (res) => this.finish(x, res, null),
-      (err: unknown) => this.failed(req, x, err),
-    );
   };
 
   /** Any phase failed: the one error response, counted and logged. */
@@ -249,7 +279,7 @@ export class Proxy {
    * that have. Not an async function: in one, every local lives in a heap frame for the awaits'
    * sake, and a route without filters has nothing to wait for before the upstream's answer. May throw.
    */
-  private run(snap: Snapshot, req: DownstreamRequest, x: Exchange): Promise<DownstreamResponse> {
+  private run(snap: Snapshot, req: DownstreamRequest, x: Exchange, reply: Reply): void {
     // 1 + 3 share one pass over the headers: measure them, find the request id, build the upstream list.
     const up = this.upstreamHeaders(snap, req, x);
 
@@ -309,18 +339,41 @@ export class Proxy {
       if (req.signal?.aborted) throw cancelled();
       const now = x.startedAt;
       const endpoint = this.pickEndpoint(route, req, x, now);
-      return this.forward(
-        now,
-        x.cluster!,
+      const cluster = x.cluster!;
+      const timeoutMs = route.timeoutMs > 0 ? route.timeoutMs : Infinity;
+      cluster.balancer.onStart(endpoint);
+      // No promise from here to the reply: the client tells one Forwarding object how it went.
+      this.deps.client.send(
         endpoint,
         { method: x.method, target, headers: upHeaders, wire, body, bodyLength: body === null ? null : bodyLength },
-        route.timeoutMs > 0 ? route.timeoutMs : Infinity,
-        "route",
-        req.signal,
-        true,
-      ).then((res) => this.downstreamResponse(route, x, res));
+        forwardOptions(cluster, timeoutMs, req.signal, true),
+        new Forwarding(this, req, x, route, endpoint, now, timeoutMs, reply),
+      );
+      return;
     }
-    return this.filtered(route, req, x, chain, target, upHeaders, body, bodyLength);
+    this.filtered(route, req, x, chain, target, upHeaders, body, bodyLength).then(
+      (res) => reply(this.finish(x, res, null)),
+      (err: unknown) => reply(this.failed(req, x, err)),
+    );
+  }
+
+  /** 6 and 8 for a forward on the common path: the upstream answered. */
+  forwarded(f: Forwarding, res: UpstreamResponse): void {
+    const x = f.x;
+    let out: DownstreamResponse;
+    try {
+      this.answered(x.cluster!, f.endpoint, f.started, res);
+      out = this.downstreamResponse(f.route, x, res);
+    } catch (err) {
+      return f.reply(this.failed(f.req, x, err));
+    }
+    f.reply(this.finish(x, out, null));
+  }
+
+  /** 6 for a forward on the common path: it failed; the error response goes back. */
+  forwardFailed(f: Forwarding, err: unknown): void {
+    const e = this.unanswered(f.x.cluster!, f.endpoint, f.started, f.req.signal, f.timeoutMs, "route", err);
+    f.reply(this.failed(f.req, f.x, e));
   }
 
   /** 4-8 for a route with filters: request filters, then attempts until the response filters are content. */
@@ -560,31 +613,46 @@ export class Proxy {
     staleRetry: boolean,
   ): Promise<UpstreamResponse> {
     cluster.balancer.onStart(endpoint);
-    const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
-    if (signal !== null) opts.signal = signal;
-    if (!staleRetry) opts.staleRetry = false;
     // Callbacks rather than an async function: no frame of its own to suspend and resume per request.
-    return this.deps.client.request(endpoint, req, opts).then(
+    return this.deps.client.request(endpoint, req, forwardOptions(cluster, timeoutMs, signal, staleRetry)).then(
       (res) => {
-        const now = performance.now();
-        cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
+        this.answered(cluster, endpoint, started, res);
         return res;
       },
       (err: unknown) => {
-        const now = performance.now();
-        // A request the client walked away from says nothing about the endpoint: no failure recorded.
-        cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
-        const e = toProxyError(err);
-        if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
-          this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
-        }
-        if (signal?.aborted) throw cancelled();
-        if (e.code === "upstream_timeout") {
-          throw new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
-        }
-        throw e;
+        throw this.unanswered(cluster, endpoint, started, signal, timeoutMs, timeoutKind, err);
       },
     );
+  }
+
+  /** The balancer learns how long the endpoint took and whether it answered well. */
+  private answered(cluster: ClusterRuntime, endpoint: Endpoint, started: number, res: UpstreamResponse): void {
+    const now = performance.now();
+    cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
+  }
+
+  /** The balancer and the metrics learn of a failed forward; returns the error to answer with. */
+  private unanswered(
+    cluster: ClusterRuntime,
+    endpoint: Endpoint,
+    started: number,
+    signal: CancelSignal | null,
+    timeoutMs: number,
+    timeoutKind: "per-try" | "route",
+    err: unknown,
+  ): ProxyError {
+    const now = performance.now();
+    // A request the client walked away from says nothing about the endpoint: no failure recorded.
+    cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
+    const e = toProxyError(err);
+    if (e.code === "upstream_refused" || e.code === "upstream_connect_timeout") {
+      this.deps.stats.connectFailures.labels(cluster.name, endpoint.key).inc();
+    }
+    if (signal?.aborted) return cancelled();
+    if (e.code === "upstream_timeout") {
+      return new ProxyError("upstream", "upstream_timeout", `upstream ${endpoint.key} did not answer within the ${timeoutKind} timeout (${Math.round(timeoutMs)} ms)`, { cause: e });
+    }
+    return e;
   }
 
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {

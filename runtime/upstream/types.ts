@@ -116,6 +116,13 @@ export interface ForwardOptions {
   staleRetry?: boolean;
 }
 
+/** Hears how a request given to UpstreamClient.send ended: exactly one of the two is called. */
+export interface ResponseReceiver {
+  onResponse(res: UpstreamResponse): void;
+  /** The same errors request() rejects with. */
+  onError(err: unknown): void;
+}
+
 /**
  * Sends one request to one endpoint and resolves with the response head when it arrives; the body
  * streams after. Rejects with a ProxyError (source "upstream") whose code says what went wrong:
@@ -123,6 +130,12 @@ export interface ForwardOptions {
  */
 export interface UpstreamClient {
   request(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions): Promise<UpstreamResponse>;
+  /**
+   * request() without a promise: the response or the error goes to `receiver`, once, and never
+   * before send() has returned. For the proxy's common path, where the promise, its reactions and
+   * their closures were a third of the objects a request allocated.
+   */
+  send(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions, receiver: ResponseReceiver): void;
   /** Idle pooled connections right now, for metrics and tests. */
   idleConnections(): number;
   close(): void;

@@ -15,13 +15,13 @@ beforeAll(() => {
     port: 0,
     limits: () => ({ maxHeadBytes: 16384, idleTimeoutMs: 5000, requestHeadersTimeoutMs: 5000, requestBodyTimeoutMs: 5000 }),
     refuse: () => ({ status: 400, statusText: "", headers: [], chunks: null, stream: null }),
-    handler: async (req) => {
+    handler: (req, reply) => {
       // Three parts, the middle one a view into a larger buffer, as an upstream's body often is.
       const big = new TextEncoder().encode(`[head bytes]${"b".repeat(70_000)}[more]`);
       const chunks = [new TextEncoder().encode(`path=${req.target};`), big.subarray(12, 12 + 70_000), new TextEncoder().encode(";end")];
       handed.push(chunks);
       const res: DownstreamResponse = { status: 200, statusText: "", headers: [["content-type", "text/plain"]], chunks, stream: null };
-      return res;
+      queueMicrotask(() => reply(res)); // never before the handler returns (DownstreamHandler)
     },
   });
 });

@@ -336,13 +336,14 @@ class ServerConnection extends CancelSource implements SocketEvents {
     }
     if (start < chunk.length) this.stash(chunk.subarray(start));
     this.head = head;
-    this.server.handler(req).then(this.respond, this.handlerFailed);
+    try {
+      this.server.handler(req, this.respond);
+    } catch (err) {
+      // The handler promised never to throw; if it does anyway (a bug), the client still gets an answer.
+      const res = this.server.options.refuse(new ProxyError("internal", "internal", String(err), { cause: err }), this.client, head);
+      queueMicrotask(() => this.respond(res));
+    }
   }
-
-  /** The handler promised never to reject; if it does anyway (a bug), the client still gets an answer. */
-  private readonly handlerFailed = (err: unknown): void => {
-    this.respond(this.server.options.refuse(new ProxyError("internal", "internal", String(err), { cause: err }), this.client, this.head));
-  };
 
   /** Feeds request body bytes; returns where the body ended in the chunk, or -1 when the body broke. */
   private feedBody(body: RequestBody, chunk: Uint8Array, start: number): number {

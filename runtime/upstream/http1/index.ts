@@ -1,6 +1,6 @@
 // The HTTP/1.1 upstream client: keep-alive pooling, streamed bodies both ways, errors as ProxyError.
 import { ProxyError } from "../../errors.ts";
-import type { CancelSignal, Endpoint, ForwardOptions, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import { Connection, upstreamError, type ConnectionOwner, type PendingRequest } from "./connection.ts";
 import { IdlePool } from "./pool.ts";
 import { TimerSignal } from "./timeouts.ts";
@@ -75,23 +75,31 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   }
 
   request(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions): Promise<UpstreamResponse> {
-    // One promise and one Pending per request, no closures and no async frames: this runs for every proxied request.
-    return new Promise<UpstreamResponse>((resolve, reject) => {
+    return new Promise<UpstreamResponse>((resolve, reject) => this.send(endpoint, req, opts, { onResponse: resolve, onError: reject }));
+  }
+
+  send(endpoint: Endpoint, req: UpstreamRequest, opts: ForwardOptions, receiver: ResponseReceiver): void {
+    // One Pending per request, no promise, no async frame: this runs for every proxied request.
+    let head: RequestHead;
+    try {
       if (this.closed) throw new ProxyError("internal", "internal", "the upstream client is closed");
-      const head = buildRequestHead(req, endpoint.key);
+      head = buildRequestHead(req, endpoint.key);
       if (opts.signal?.aborted) throw aborted();
-      const p = new Pending(this, endpoint, head, req, opts, resolve, reject);
-      const now = performance.now();
-      const ms = opts.timeoutMs;
-      if (ms !== undefined && ms !== Infinity) p.timeout(ms, now);
-      const pooled = this.pool.acquire(endpoint.key, now);
-      if (pooled === null) return this.sendFresh(p);
-      // The upstream may have closed this idle connection just as we picked it: then once more, on a
-      // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
-      // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
-      p.canResend = IDEMPOTENT.has(req.method);
-      pooled.send(p);
-    });
+    } catch (err) {
+      queueMicrotask(() => receiver.onError(err));
+      return;
+    }
+    const p = new Pending(this, endpoint, head, req, opts, receiver);
+    const now = performance.now();
+    const ms = opts.timeoutMs;
+    if (ms !== undefined && ms !== Infinity) p.timeout(ms, now);
+    const pooled = this.pool.acquire(endpoint.key, now);
+    if (pooled === null) return this.sendFresh(p);
+    // The upstream may have closed this idle connection just as we picked it: then once more, on a
+    // fresh one, but only for idempotent methods (RFC 9110 9.2.2): a POST the upstream did read
+    // before closing must not run twice. Others get upstream_reset, which a retry policy may retry.
+    p.canResend = IDEMPOTENT.has(req.method);
+    pooled.send(p);
   }
 
   idleConnections(): number {
@@ -192,6 +200,7 @@ class Pending implements PendingRequest {
   signal: CancelSignal | undefined;
   canResend = false;
   private timer: TimerSignal | null = null;
+  private settled = false;
 
   constructor(
     private readonly client: Http1Client,
@@ -199,8 +208,7 @@ class Pending implements PendingRequest {
     readonly head: RequestHead,
     readonly req: UpstreamRequest,
     readonly opts: ForwardOptions,
-    private readonly resolve: (res: UpstreamResponse) => void,
-    private readonly reject: (err: unknown) => void,
+    private readonly receiver: ResponseReceiver,
   ) {
     this.signal = opts.signal;
   }
@@ -211,14 +219,21 @@ class Pending implements PendingRequest {
     this.signal = this.timer;
   }
 
+  // The receiver hears on a microtask, as a promise's reaction would: never from inside the
+  // connection's own event handling, which goes on after settling (completing, pooling the connection).
+  // Once only, as a promise settles once.
   settle(res: UpstreamResponse): void {
+    if (this.settled) return;
+    this.settled = true;
     this.timer?.clear();
-    this.resolve(res);
+    queueMicrotask(() => this.receiver.onResponse(res));
   }
 
   fail(err: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
     this.timer?.clear();
-    this.reject(err);
+    queueMicrotask(() => this.receiver.onError(err));
   }
 
   resend(): void {
