@@ -22,7 +22,7 @@ import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, R
 import type { RequestContext } from "./context.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
-import { normalizeHost } from "./router.ts";
+import { normalizeHost, type MatchInput } from "./router.ts";
 import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
 import type { ProxyStats } from "./stats.ts";
 import type { FilterChain } from "../wasm/types.ts";
@@ -145,6 +145,27 @@ function filterFailure(out: { filter: string; phase: string; reason: string }): 
 
 type Reply = (res: DownstreamResponse) => void;
 
+// Helpers that make closures live outside the per-request methods: a method that makes a closure
+// keeps the variables it captures in a heap scope from its first line, even on paths that never make it.
+function hashKeyFor(hashOn: Parameters<typeof hashKeyOf>[0], req: DownstreamRequest, address: string): string | null {
+  return hashKeyOf(hashOn, (n) => getHeader(req.headers, n), address);
+}
+
+function replySoon(reply: Reply, res: DownstreamResponse): void {
+  queueMicrotask(() => reply(res));
+}
+
+/** What routing asks of a request: one object, refilled for each (matching is synchronous), not one per request. */
+class RouteQuery implements MatchInput {
+  host = "";
+  path = "";
+  method = "";
+  req: DownstreamRequest | null = null;
+  header(name: string): string | null {
+    return getHeader(this.req!.headers, name);
+  }
+}
+
 function forwardOptions(cluster: ClusterRuntime, timeoutMs: number, signal: CancelSignal | null, staleRetry: boolean): ForwardOptions {
   const opts: ForwardOptions = { timeoutMs, connectTimeoutMs: cluster.config.connectTimeoutMs };
   if (signal !== null) opts.signal = signal;
@@ -181,6 +202,7 @@ class Forwarding implements ResponseReceiver {
 export class Proxy {
   private snapshot: Snapshot;
   private inFlight = 0;
+  private readonly query = new RouteQuery();
   /** Requests started since this Proxy was made (the idle collector watches it). */
   served = 0;
 
@@ -217,8 +239,7 @@ export class Proxy {
     try {
       this.run(snap, req, x, reply);
     } catch (err) {
-      const res = this.failed(req, x, err);
-      queueMicrotask(() => reply(res)); // never before handle() returns (DownstreamHandler)
+      replySoon(reply, this.failed(req, x, err)); // never before handle() returns (DownstreamHandler)
     }
   };
 
@@ -295,12 +316,13 @@ export class Proxy {
       path = normal;
       qi = qi === -1 ? -1 : normal.length;
     }
-    const matched = snap.router.match({
-      host: normalizeHost(x.host),
-      path,
-      method: x.method,
-      header: (n) => getHeader(req.headers, n),
-    });
+    const query = this.query;
+    query.host = normalizeHost(x.host);
+    query.path = path;
+    query.method = x.method;
+    query.req = req;
+    const matched = snap.router.match(query);
+    query.req = null;
     if (matched === null) throw new ProxyError("downstream", "no_route", `no route for ${x.method} ${path}`);
     const route = matched.value;
     x.route = route;
@@ -351,7 +373,12 @@ export class Proxy {
       );
       return;
     }
-    this.filtered(route, req, x, chain, target, upHeaders, body, bodyLength).then(
+    this.whenFiltered(this.filtered(route, req, x, chain, target, upHeaders, body, bodyLength), req, x, reply);
+  }
+
+  // The closures live here, not in run() (see hashKeyFor).
+  private whenFiltered(running: Promise<DownstreamResponse>, req: DownstreamRequest, x: Exchange, reply: Reply): void {
+    running.then(
       (res) => reply(this.finish(x, res, null)),
       (err: unknown) => reply(this.failed(req, x, err)),
     );
@@ -495,7 +522,7 @@ export class Proxy {
     const cluster = route.pickCluster(Math.random());
     x.cluster = cluster;
     const hashOn = cluster.config.lb.hashOn;
-    const key = hashOn === undefined ? null : hashKeyOf(hashOn, (n) => getHeader(req.headers, n), x.client.address);
+    const key = hashOn === undefined ? null : hashKeyFor(hashOn, req, x.client.address);
     const endpoint = cluster.balancer.pick(key, now);
     if (endpoint === null) throw new ProxyError("upstream", "no_endpoint", `cluster "${cluster.name}" has no endpoints`);
     x.endpoint = endpoint;
@@ -698,6 +725,13 @@ export class Proxy {
     if (res.body === null) return out;
     // 9 (deferred): the log line and metrics wait for the end of the streamed body.
     x.deferred = true;
+    this.logAtBodyEnd(res, x);
+    out.stream = res.body;
+    return out;
+  }
+
+  // Its own method: the closure in downstreamResponse() would give that a heap scope on every call.
+  private logAtBodyEnd(res: UpstreamResponse, x: Exchange): void {
     const status = res.status;
     res.onBodyEnd = (bytes, error) => {
       let code: string | null = null;
@@ -709,8 +743,6 @@ export class Proxy {
       }
       this.done(x, status, bytes, code);
     };
-    out.stream = res.body;
-    return out;
   }
 
   /**

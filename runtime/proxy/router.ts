@@ -11,7 +11,7 @@ export interface MatchInput {
 
 type HostMatcher = (host: string) => boolean;
 type PathMatcher = (path: string) => boolean;
-type HeaderMatcher = (get: (name: string) => string | null) => boolean;
+type HeaderMatcher = (input: MatchInput) => boolean;
 
 export interface CompiledRoute<T> {
   readonly name: string;
@@ -92,7 +92,8 @@ function compileHeader(h: HeaderMatchConfig): HeaderMatcher {
     const re = new RegExp(`^(?:${h.regex})$`);
     test = (v) => v !== null && re.test(v);
   }
-  return h.invert ? (get) => !test(get(name)) : (get) => test(get(name));
+  // Called as input.header(name): the input may be an object whose header() is a method.
+  return h.invert ? (input) => !test(input.header(name)) : (input) => test(input.header(name));
 }
 
 export function compileRoute<T>(route: RouteConfig, value: T): CompiledRoute<T> {
@@ -121,7 +122,7 @@ export class Router<T> {
       if (!r.matchHost(input.host)) continue;
       let ok = true;
       for (let j = 0; j < r.headers.length; j++) {
-        if (!r.headers[j]!(input.header)) {
+        if (!r.headers[j]!(input)) {
           ok = false;
           break;
         }

@@ -1,6 +1,6 @@
 // A cancel signal that is its own source, for the two the hot path makes: the listener's connection
 // (aborted when the client goes) and the upstream client's timeout (aborted when it expires).
-import type { CancelSignal } from "./types.ts";
+import type { CancelListener, CancelSignal } from "./types.ts";
 
 /**
  * Subscribers are nearly always one (the request the signal guards), kept in a slot; more go in an
@@ -8,15 +8,15 @@ import type { CancelSignal } from "./types.ts";
  */
 export class CancelSource implements CancelSignal {
   aborted = false;
-  private listener: (() => void) | null = null;
-  private more: (() => void)[] | null = null;
+  private listener: CancelListener | null = null;
+  private more: CancelListener[] | null = null;
 
-  addEventListener(_type: "abort", fn: () => void): void {
+  addEventListener(_type: "abort", fn: CancelListener): void {
     if (this.listener === null) this.listener = fn;
     else (this.more ??= []).push(fn);
   }
 
-  removeEventListener(_type: "abort", fn: () => void): void {
+  removeEventListener(_type: "abort", fn: CancelListener): void {
     if (this.listener === fn) {
       this.listener = null;
       return;
@@ -32,8 +32,8 @@ export class CancelSource implements CancelSignal {
     const first = this.listener;
     const more = this.more;
     this.forgetListeners();
-    first?.();
-    if (more !== null) for (const fn of more) fn();
+    if (first !== null) notify(first);
+    if (more !== null) for (const fn of more) notify(fn);
     return true;
   }
 
@@ -42,4 +42,9 @@ export class CancelSource implements CancelSignal {
     this.listener = null;
     this.more = null;
   }
+}
+
+function notify(fn: CancelListener): void {
+  if (typeof fn === "function") fn();
+  else fn.handleEvent();
 }

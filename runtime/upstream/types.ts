@@ -91,10 +91,13 @@ export interface UpstreamResponse {
 }
 
 /** The part of AbortSignal the client uses; an AbortSignal is one. */
+/** A function, or an object whose handleEvent() runs (as with EventTarget): one allocation less per subscriber. */
+export type CancelListener = (() => void) | { handleEvent(): void };
+
 export interface CancelSignal {
   readonly aborted: boolean;
-  addEventListener(type: "abort", fn: () => void): void;
-  removeEventListener(type: "abort", fn: () => void): void;
+  addEventListener(type: "abort", fn: CancelListener): void;
+  removeEventListener(type: "abort", fn: CancelListener): void;
 }
 
 export interface ForwardOptions {

@@ -75,7 +75,8 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
   readonly early: Uint8Array[] = [];
   controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   paused = false;
-  onAbort: (() => void) | null = null;
+  /** Subscribed to the request's signal (as its listener object: handleEvent). */
+  listening = false;
   /** Set while the body waits for `100 Continue`: starts it. */
   continueTimer: ReturnType<typeof setTimeout> | null = null;
   /** Set in COLLECT: ends the collecting window. */
@@ -108,6 +109,12 @@ class Exchange implements UnderlyingDefaultSource<Uint8Array> {
       this.paused = false;
       this.conn.socket?.resume();
     }
+  }
+
+  /** The request's signal aborted. */
+  handleEvent(): void {
+    this.listening = false;
+    this.conn.aborted(this);
   }
 
   cancel(): void {
@@ -213,16 +220,18 @@ export class Connection implements SocketEvents, BodySink {
     this.ex = ex;
     this.heads.reset();
     if (signal !== undefined) {
-      ex.onAbort = () => this.fail(ex, upstreamError("upstream_timeout", "the request was aborted before the upstream finished responding"));
-      signal.addEventListener("abort", ex.onAbort);
+      ex.listening = true;
+      signal.addEventListener("abort", ex);
     }
     this.write(head.data);
     if (head.framing === "none") return;
-    if (head.expectContinue) {
-      ex.continueTimer = setTimeout(() => this.startBody(ex), this.owner.expectContinueTimeoutMs);
-    } else {
-      this.startBody(ex);
-    }
+    if (head.expectContinue) this.awaitContinue(ex);
+    else this.startBody(ex);
+  }
+
+  // Not inline in send(): a closure there would give send() a heap scope on every call.
+  private awaitContinue(ex: Exchange): void {
+    ex.continueTimer = setTimeout(() => this.startBody(ex), this.owner.expectContinueTimeoutMs);
   }
 
   /** Close gracefully (an idle or finished connection). */
@@ -534,6 +543,11 @@ export class Connection implements SocketEvents, BodySink {
   // -------------------------------------------------------------------------------------------------
   // Ending
 
+  /** The request's signal aborted (its timeout, or the client went away). */
+  aborted(ex: Exchange): void {
+    this.fail(ex, upstreamError("upstream_timeout", "the request was aborted before the upstream finished responding"));
+  }
+
   /** The consumer cancelled the body stream. */
   abandon(ex: Exchange): void {
     if (ex.ended) return;
@@ -557,9 +571,9 @@ export class Connection implements SocketEvents, BodySink {
   private endExchange(ex: Exchange): void {
     ex.ended = true;
     if (this.ex === ex) this.ex = null;
-    if (ex.onAbort !== null) {
-      ex.signal!.removeEventListener("abort", ex.onAbort);
-      ex.onAbort = null;
+    if (ex.listening) {
+      ex.listening = false;
+      ex.signal!.removeEventListener("abort", ex);
     }
     if (ex.continueTimer !== null) {
       clearTimeout(ex.continueTimer);

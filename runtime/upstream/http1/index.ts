@@ -86,7 +86,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
       head = buildRequestHead(req, endpoint.key);
       if (opts.signal?.aborted) throw aborted();
     } catch (err) {
-      queueMicrotask(() => receiver.onError(err));
+      failSoon(receiver, err);
       return;
     }
     const p = new Pending(this, endpoint, head, req, opts, receiver);
@@ -104,6 +104,30 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
 
   idleConnections(): number {
     return this.pool.size;
+  }
+
+  /**
+   * Settled requests wait here for one microtask that tells them all: no closure per request. One
+   * receiver that throws (a bug above us) does not keep the others from hearing.
+   */
+  private settledQueue: Pending[] = [];
+  private readonly deliverSettled = (): void => {
+    const queue = this.settledQueue;
+    // A receiver may settle another request as it runs: the loop reaches it too.
+    for (let i = 0; i < queue.length; i++) {
+      try {
+        queue[i]!.deliver();
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    queue.length = 0;
+  };
+
+  deliverSoon(p: Pending): void {
+    if (this.settledQueue.push(p) === 1) queueMicrotask(this.deliverSettled);
   }
 
   /** Closes idle connections now and busy ones as their exchanges end; later requests fail. */
@@ -201,6 +225,8 @@ class Pending implements PendingRequest {
   canResend = false;
   private timer: TimerSignal | null = null;
   private settled = false;
+  private res: UpstreamResponse | null = null;
+  private err: unknown = undefined;
 
   constructor(
     private readonly client: Http1Client,
@@ -219,21 +245,32 @@ class Pending implements PendingRequest {
     this.signal = this.timer;
   }
 
-  // The receiver hears on a microtask, as a promise's reaction would: never from inside the
-  // connection's own event handling, which goes on after settling (completing, pooling the connection).
-  // Once only, as a promise settles once.
+  // Once only, as a promise settles once. The receiver hears on a microtask, as a promise's reaction
+  // would: never from inside the connection's own event handling, which goes on after settling
+  // (completing, pooling the connection).
   settle(res: UpstreamResponse): void {
     if (this.settled) return;
     this.settled = true;
     this.timer?.clear();
-    queueMicrotask(() => this.receiver.onResponse(res));
+    this.res = res;
+    this.client.deliverSoon(this);
   }
 
   fail(err: unknown): void {
     if (this.settled) return;
     this.settled = true;
     this.timer?.clear();
-    queueMicrotask(() => this.receiver.onError(err));
+    this.err = err;
+    this.client.deliverSoon(this);
+  }
+
+  /** Tells the receiver (from the client's microtask); lets go of the response. */
+  deliver(): void {
+    const res = this.res;
+    this.res = null;
+    if (res !== null) this.receiver.onResponse(res);
+    else this.receiver.onError(this.err);
+    this.err = undefined;
   }
 
   resend(): void {
@@ -243,6 +280,11 @@ class Pending implements PendingRequest {
       this.client.sendFresh(this);
     }
   }
+}
+
+// Its own function: a closure in send() would give send() a heap scope on every call.
+function failSoon(receiver: ResponseReceiver, err: unknown): void {
+  queueMicrotask(() => receiver.onError(err));
 }
 
 function aborted(): ProxyError {

@@ -68,7 +68,8 @@ export class TimerSignal extends CancelSource {
   next: TimerSignal | null = null;
   queue: TimeoutQueue | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private onOuterAbort: (() => void) | null = null;
+  /** Subscribed to `outer` (as its listener object: handleEvent). */
+  private listening = false;
 
   constructor(
     ms: number,
@@ -89,12 +90,23 @@ export class TimerSignal extends CancelSource {
       this.queue = queue;
       queue.add(this);
     } else {
-      this.timer = setTimeout(() => this.fire(), ms);
+      this.arm(ms);
     }
     if (outer !== undefined) {
-      this.onOuterAbort = () => this.fire();
-      outer.addEventListener("abort", this.onOuterAbort);
+      this.listening = true;
+      outer.addEventListener("abort", this);
     }
+  }
+
+  // Not inline in the constructor: a closure there would give every construction a heap scope.
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => this.fire(), ms);
+  }
+
+  /** `outer` aborted. */
+  handleEvent(): void {
+    this.listening = false;
+    this.fire();
   }
 
   fire(): void {
@@ -112,9 +124,9 @@ export class TimerSignal extends CancelSource {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.onOuterAbort !== null) {
-      this.outer!.removeEventListener("abort", this.onOuterAbort);
-      this.onOuterAbort = null;
+    if (this.listening) {
+      this.listening = false;
+      this.outer!.removeEventListener("abort", this);
     }
   }
 }
