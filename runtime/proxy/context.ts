@@ -33,4 +33,9 @@ export interface RequestContext {
    * asked for it with wantBody). A `retry` outcome on a request that is not replayable is ignored.
    */
   replayable: boolean;
+  /**
+   * The route's filter set as the request phase ran it, kept by the chain so that the response phase
+   * runs the same set across a hot swap. Opaque here; the proxy starts it as null.
+   */
+  pinned?: unknown;
 }

@@ -433,6 +433,7 @@ export class Proxy {
       attempt: 1,
       upstreamError: null,
       replayable: body === null,
+      pinned: null,
     };
     const first = chain.onRequest(ctx, replayBody);
     if (first.kind === "respond") {

@@ -378,7 +378,6 @@ function stateOf(filters: readonly FilterRuntime[]): ChainState {
  */
 export class Chain implements FilterChain {
   private state: ChainState;
-  private readonly pinned = new WeakMap<RequestContext, ChainState>();
 
   constructor(readonly routeName: string, filters: readonly FilterRuntime[]) {
     this.state = stateOf(filters);
@@ -403,7 +402,8 @@ export class Chain implements FilterChain {
 
   onRequest(ctx: RequestContext, body: Uint8Array | null): RequestOutcome {
     const state = this.state;
-    if (state.response.length > 0) this.pinned.set(ctx, state);
+    // On the context, not in a WeakMap: a field costs nothing, a WeakMap entry a hash and GC work.
+    if (state.response.length > 0) ctx.pinned = state;
     const filters = state.request;
     let delay = 0;
     for (let i = 0; i < filters.length; i++) {
@@ -420,7 +420,7 @@ export class Chain implements FilterChain {
   }
 
   onResponse(ctx: RequestContext, res: { status: number; headers: HeaderList }): ResponseOutcome {
-    const filters = (this.pinned.get(ctx) ?? this.state).response;
+    const filters = ((ctx.pinned as ChainState | null | undefined) ?? this.state).response;
     for (let i = 0; i < filters.length; i++) {
       const out = filters[i]!.response(ctx, res);
       if (out !== null) return out;
