@@ -124,17 +124,9 @@ const NO_BODY_STATUS = (s: number) => s === 204 || s === 304 || (s >= 100 && s <
 /** Upper bound on upstream attempts per request, whatever a filter asks: protects against a buggy retry filter. */
 export const MAX_ATTEMPTS = 10;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** The client went away before its response: logged (status 499) and counted; nothing is sent. */
 function cancelled(): ProxyError {
   return new ProxyError("downstream", "downstream_cancelled", "the client closed the connection before the response");
-}
-
-/** A filter answered the request itself. */
-async function filterResponse(out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): Promise<DownstreamResponse> {
-  if (out.delayMs !== undefined && out.delayMs > 0) await sleep(out.delayMs);
-  return { status: out.status, statusText: "", headers: out.headers, chunks: [out.body], stream: null };
 }
 
 function filterFailure(out: { filter: string; phase: string; reason: string }): ProxyError {
@@ -196,6 +188,60 @@ class Forwarding implements ResponseReceiver {
 
   onError(err: unknown): void {
     this.proxy.forwardFailed(this, err);
+  }
+}
+
+const START = 0;
+const ATTEMPT = 1;
+const ANSWER = 2;
+type Step = typeof START | typeof ATTEMPT | typeof ANSWER;
+
+/**
+ * A request on a route with filters, from its request filters to the reply, as the state the steps
+ * share (Proxy.requestFilters .. afterAttempt); also the client's receiver for each attempt.
+ */
+class Filtered implements ResponseReceiver {
+  ctx: RequestContext | null = null;
+  /** The request body held whole for a filter that reads it (and for replays). */
+  replayBody: Uint8Array | null = null;
+  /** When the route timeout ends (Infinity: none); set once the request filters are done. */
+  deadline = Infinity;
+  raceResent = false;
+  /** The current attempt's endpoint, clock reading and timeout. */
+  endpoint: Endpoint | null = null;
+  started = 0;
+  timeoutMs = 0;
+  timeoutKind: "per-try" | "route" = "route";
+  /** A filter's own answer, while its delay runs. */
+  answer: DownstreamResponse | null = null;
+  /** Still inside Proxy.handle(): a response now goes out on a microtask (DownstreamHandler). */
+  inHandler = false;
+
+  constructor(
+    private readonly proxy: Proxy,
+    readonly req: DownstreamRequest,
+    readonly x: Exchange,
+    readonly route: RouteRuntime,
+    readonly chain: FilterChain,
+    readonly target: string,
+    readonly upHeaders: HeaderList,
+    readonly body: ReadableStream<Uint8Array> | null,
+    readonly bodyLength: number | null,
+    readonly reply: Reply,
+  ) {}
+
+  /** The response for the listener, once. */
+  respond(res: DownstreamResponse): void {
+    if (this.inHandler) replySoon(this.reply, res);
+    else this.reply(res);
+  }
+
+  onResponse(res: UpstreamResponse): void {
+    this.proxy.attemptAnswered(this, res);
+  }
+
+  onError(err: unknown): void {
+    this.proxy.attemptFailed(this, err);
   }
 }
 
@@ -373,15 +419,15 @@ export class Proxy {
       );
       return;
     }
-    this.whenFiltered(this.filtered(route, req, x, chain, target, upHeaders, body, bodyLength), req, x, reply);
-  }
-
-  // The closures live here, not in run() (see hashKeyFor).
-  private whenFiltered(running: Promise<DownstreamResponse>, req: DownstreamRequest, x: Exchange, reply: Reply): void {
-    running.then(
-      (res) => reply(this.finish(x, res, null)),
-      (err: unknown) => reply(this.failed(req, x, err)),
-    );
+    if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
+      // A filter reads the body: have it whole first (it can then also be sent again on a retry).
+      this.bufferBody(body, new Filtered(this, req, x, route, chain, target, upHeaders, null, bodyLength, reply));
+      return;
+    }
+    const f = new Filtered(this, req, x, route, chain, target, upHeaders, body, bodyLength, reply);
+    f.inHandler = true; // a filter may answer right away: the reply must still wait for handle() to return
+    this.requestFilters(f, null);
+    f.inHandler = false;
   }
 
   /** 6 and 8 for a forward on the common path: the upstream answered. */
@@ -403,119 +449,173 @@ export class Proxy {
     f.reply(this.failed(f.req, f.x, e));
   }
 
-  /** 4-8 for a route with filters: request filters, then attempts until the response filters are content. */
-  private async filtered(
-    route: RouteRuntime,
-    req: DownstreamRequest,
-    x: Exchange,
-    chain: FilterChain,
-    target: string,
-    upHeaders: HeaderList,
-    body: ReadableStream<Uint8Array> | null,
-    bodyLength: number | null,
-  ): Promise<DownstreamResponse> {
-    // 4. request filters
-    let replayBody: Uint8Array | null = null;
-    if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
-      replayBody = new Uint8Array(await new Response(body).arrayBuffer());
-      body = null;
-    }
-    const ctx: RequestContext = {
-      requestId: x.requestId,
-      method: x.method,
-      target,
-      headers: upHeaders,
-      clientAddress: x.client.address,
-      routeName: route.name,
-      peerIdentity: null,
-      startedAt: x.startedAt,
-      perTryTimeoutMs: 0,
-      attempt: 1,
-      upstreamError: null,
-      replayable: body === null,
-      pinned: null,
-    };
-    const first = chain.onRequest(ctx, replayBody);
-    if (first.kind === "respond") {
-      x.bytesOut = first.body.byteLength;
-      return filterResponse(first);
-    }
-    if (first.kind === "fail") throw filterFailure(first);
-    if (first.kind === "delay") await sleep(first.ms);
+  // Its own method: the closures would give run() a heap scope on every call (see hashKeyFor).
+  private bufferBody(body: ReadableStream<Uint8Array>, f: Filtered): void {
+    new Response(body).arrayBuffer().then(
+      (buf) => this.requestFilters(f, new Uint8Array(buf)),
+      (err: unknown) => f.respond(this.failed(f.req, f.x, err)),
+    );
+  }
 
-    // 5-7, once per attempt: pick an endpoint, forward, run the response filters. A response filter
-    // (the retry filter) may ask for another attempt when the request body can be sent again.
-    // The route timeout starts once the request filters are done (as Envoy's router timeout does), so
-    // a fault-injected delay or a slow auth check does not eat the upstream's time.
-    const deadline = route.timeoutMs > 0 ? performance.now() + route.timeoutMs : Infinity;
-    // With response filters, every upstream request is an attempt they see (a retry filter counts
-    // them); the client's own resend of a keep-alive race is then done here, once, below.
-    const filtersSeeAttempts = chain.hasResponsePhase;
-    let raceResent = false;
-    for (;;) {
+  /**
+   * 4. request filters, for a route with filters; then the attempts (attempt(), afterAttempt()) until
+   * the response filters are content. Callbacks, not an async function: no suspended frame and no
+   * promise per step. Every step replies, once, whatever it throws.
+   */
+  private requestFilters(f: Filtered, replayBody: Uint8Array | null): void {
+    try {
+      const x = f.x;
+      const ctx: RequestContext = {
+        requestId: x.requestId,
+        method: x.method,
+        target: f.target,
+        headers: f.upHeaders,
+        clientAddress: x.client.address,
+        routeName: f.route.name,
+        peerIdentity: null,
+        startedAt: x.startedAt,
+        perTryTimeoutMs: 0,
+        attempt: 1,
+        upstreamError: null,
+        replayable: f.body === null,
+        pinned: null,
+      };
+      f.ctx = ctx;
+      f.replayBody = replayBody;
+      const first = f.chain.onRequest(ctx, replayBody);
+      if (first.kind === "respond") {
+        x.bytesOut = first.body.byteLength;
+        return this.filterAnswered(f, first);
+      }
+      if (first.kind === "fail") throw filterFailure(first);
+      // The route timeout starts once the request filters are done (as Envoy's router timeout does), so
+      // a fault-injected delay or a slow auth check does not eat the upstream's time.
+      if (first.kind === "delay") return this.later(first.ms, f, START);
+      this.startAttempts(f);
+    } catch (err) {
+      f.respond(this.failed(f.req, f.x, err));
+    }
+  }
+
+  private startAttempts(f: Filtered): void {
+    f.deadline = f.route.timeoutMs > 0 ? performance.now() + f.route.timeoutMs : Infinity;
+    this.attempt(f);
+  }
+
+  /** 5 and 6 for one attempt: pick an endpoint, forward under the per-try timeout and what is left of the route's. */
+  private attempt(f: Filtered): void {
+    try {
+      const { req, x } = f;
+      const ctx = f.ctx!;
       // The client left during a filter's delay or a retry's backoff: no (further) attempt.
       if (req.signal?.aborted) throw cancelled();
       const now = performance.now();
-      if (replayBody !== null) body = replayBody.byteLength === 0 ? null : new Response(replayBody as Uint8Array<ArrayBuffer>).body;
-
-      // 5. upstream peer
-      const endpoint = this.pickEndpoint(route, req, x, now);
+      const replay = f.replayBody;
+      let body = f.body;
+      if (replay !== null) body = replay.byteLength === 0 ? null : new Response(replay as Uint8Array<ArrayBuffer>).body;
+      const endpoint = this.pickEndpoint(f.route, req, x, now);
       const cluster = x.cluster!;
-
-      // 6. forward, under the per-try timeout and what is left of the route's
       const perTry = ctx.perTryTimeoutMs > 0 ? ctx.perTryTimeoutMs : Infinity;
-      const left = deadline - now;
-      const timeoutMs = Math.min(perTry, left);
-      let res: UpstreamResponse | null = null;
-      let failure: ProxyError | null = null;
-      try {
-        if (timeoutMs <= 0) throw new ProxyError("upstream", "upstream_timeout", `the route timeout (${route.timeoutMs} ms) elapsed before attempt ${ctx.attempt}`);
-        const reqLength = body === null ? null : replayBody !== null ? replayBody.byteLength : bodyLength;
-        res = await this.forward(
-          now,
-          cluster,
-          endpoint,
-          { method: x.method, target: ctx.target, headers: ctx.headers, body, bodyLength: reqLength },
-          timeoutMs,
-          perTry <= left ? "per-try" : "route",
-          req.signal,
-          !filtersSeeAttempts,
-        );
-      } catch (err) {
-        failure = toProxyError(err);
-        if (failure.source !== "upstream" || x.bodyTooLarge) throw failure;
+      const left = f.deadline - now;
+      f.endpoint = endpoint;
+      f.started = now;
+      f.timeoutMs = Math.min(perTry, left);
+      f.timeoutKind = perTry <= left ? "per-try" : "route";
+      if (f.timeoutMs <= 0) {
+        return this.afterAttempt(f, null, new ProxyError("upstream", "upstream_timeout", `the route timeout (${f.route.timeoutMs} ms) elapsed before attempt ${ctx.attempt}`));
       }
+      const bodyLength = body === null ? null : replay !== null ? replay.byteLength : f.bodyLength;
+      cluster.balancer.onStart(endpoint);
+      // With response filters, every upstream request is an attempt they see (a retry filter counts
+      // them); the client's own resend of a keep-alive race is then done in afterAttempt, once.
+      this.deps.client.send(
+        endpoint,
+        { method: x.method, target: ctx.target, headers: ctx.headers, body, bodyLength },
+        forwardOptions(cluster, f.timeoutMs, req.signal, !f.chain.hasResponsePhase),
+        f,
+      );
+    } catch (err) {
+      f.respond(this.failed(f.req, f.x, err));
+    }
+  }
 
-      // 7. response filters
+  /** The client's answer to an attempt (a Filtered is the client's receiver). */
+  attemptAnswered(f: Filtered, res: UpstreamResponse): void {
+    try {
+      this.answered(f.x.cluster!, f.endpoint!, f.started, res);
+    } catch (err) {
+      return f.respond(this.failed(f.req, f.x, err));
+    }
+    this.afterAttempt(f, res, null);
+  }
+
+  /** The client's failure of an attempt. */
+  attemptFailed(f: Filtered, err: unknown): void {
+    let failure: ProxyError;
+    try {
+      failure = this.unanswered(f.x.cluster!, f.endpoint!, f.started, f.req.signal, f.timeoutMs, f.timeoutKind, err);
+    } catch (e) {
+      return f.respond(this.failed(f.req, f.x, e));
+    }
+    if (failure.source !== "upstream" || f.x.bodyTooLarge) return f.respond(this.failed(f.req, f.x, failure));
+    this.afterAttempt(f, null, failure);
+  }
+
+  /**
+   * 7. response filters after an attempt that answered (`res`) or failed (`failure`, an upstream
+   * error); then another attempt, or 8.
+   */
+  private afterAttempt(f: Filtered, res: UpstreamResponse | null, failure: ProxyError | null): void {
+    const { chain, x, route } = f;
+    const ctx = f.ctx!;
+    try {
       if (!chain.hasResponsePhase) {
         if (failure !== null) throw failure;
-        return this.downstreamResponse(route, x, res!);
+        return f.respond(this.finish(x, this.downstreamResponse(route, x, res!), null));
       }
       ctx.upstreamError = failure?.code ?? null;
       const view = res ?? { status: failure!.status, statusText: "", headers: [["x-mesh-error", failure!.code]] as HeaderList, body: null };
       const out = chain.onResponse(ctx, view);
-      if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && deadline - performance.now() > out.delayMs) {
+      if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && f.deadline - performance.now() > out.delayMs) {
         if (res?.body) void res.body.cancel().catch(() => {});
-        if (out.delayMs > 0) await sleep(out.delayMs);
         ctx.attempt++;
-        continue;
+        if (out.delayMs > 0) return this.later(out.delayMs, f, ATTEMPT);
+        return this.attempt(f);
       }
       if (out.kind === "respond" || out.kind === "fail") {
         if (res?.body) void res.body.cancel().catch(() => {});
         if (out.kind === "fail") throw filterFailure(out);
         x.bytesOut = out.body.byteLength;
-        return filterResponse(out);
+        return this.filterAnswered(f, out);
       }
       // A reused connection the upstream had just closed, nothing received, and no filter took it
       // up: send the first attempt once more, as the client does on routes without response filters.
-      if (failure !== null && failure.code === "upstream_reset" && failure.retryable && ctx.attempt === 1 && !raceResent) {
-        raceResent = true;
-        continue;
+      if (failure !== null && failure.code === "upstream_reset" && failure.retryable && ctx.attempt === 1 && !f.raceResent) {
+        f.raceResent = true;
+        return this.attempt(f);
       }
       if (failure !== null) throw failure;
       // 8. downstream response
-      return this.downstreamResponse(route, x, res!);
+      f.respond(this.finish(x, this.downstreamResponse(route, x, res!), null));
+    } catch (err) {
+      f.respond(this.failed(f.req, x, err));
     }
+  }
+
+  /** A filter answered the request itself (after the delay a fault filter may have asked for). */
+  private filterAnswered(f: Filtered, out: { status: number; headers: HeaderList; body: Uint8Array; delayMs?: number }): void {
+    f.answer = { status: out.status, statusText: "", headers: out.headers, chunks: [out.body], stream: null };
+    if (out.delayMs !== undefined && out.delayMs > 0) return this.later(out.delayMs, f, ANSWER);
+    f.respond(this.finish(f.x, f.answer, null));
+  }
+
+  /** Runs a step of `f` after `ms` (a filter's delay, a retry's backoff). */
+  private later(ms: number, f: Filtered, step: Step): void {
+    setTimeout(() => {
+      if (step === START) this.startAttempts(f);
+      else if (step === ATTEMPT) this.attempt(f);
+      else f.respond(this.finish(f.x, f.answer!, null));
+    }, ms);
   }
 
   /** 5. upstream peer: a cluster by weight, then an endpoint from its balancer. */
@@ -623,33 +723,6 @@ export class Proxy {
         },
       },
       { highWaterMark: 0 },
-    );
-  }
-
-  /**
-   * The only place requests leave for an upstream: timeout, balancer bookkeeping, connect-failure
-   * metrics. `started` is the caller's clock reading for this attempt.
-   */
-  private forward(
-    started: number,
-    cluster: ClusterRuntime,
-    endpoint: Endpoint,
-    req: UpstreamRequest,
-    timeoutMs: number,
-    timeoutKind: "per-try" | "route",
-    signal: CancelSignal | null,
-    staleRetry: boolean,
-  ): Promise<UpstreamResponse> {
-    cluster.balancer.onStart(endpoint);
-    // Callbacks rather than an async function: no frame of its own to suspend and resume per request.
-    return this.deps.client.request(endpoint, req, forwardOptions(cluster, timeoutMs, signal, staleRetry)).then(
-      (res) => {
-        this.answered(cluster, endpoint, started, res);
-        return res;
-      },
-      (err: unknown) => {
-        throw this.unanswered(cluster, endpoint, started, signal, timeoutMs, timeoutKind, err);
-      },
     );
   }
 
