@@ -1,7 +1,7 @@
 // Proxying done right: headers, bodies, paths, streaming, reuse — through real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { eachRequestHead, echoUpstream, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, eachRequestHead, echoUpstream, rawRequest, rawUpstream, simpleConfig, sleep, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 type Echo = { method: string; target: string; headers: [string, string][]; body: string };
 const header = (e: Echo, name: string) => e.headers.filter(([k]) => k === name).map(([, v]) => v);
@@ -402,6 +402,73 @@ describe("streaming", () => {
         }
       }
     } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+  test("the same heads again on one connection (parsed once, reused): each request and response is whole, with its own request id and mutations applied once", async () => {
+    await buildStandardFilters("add-header");
+    const seen: string[] = [];
+    // One fixed response head; the body echoes the request's x-tag and x-request-id.
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        seen.push(head);
+        const tag = /\r\nx-tag: ([^\r]*)/i.exec(head)?.[1] ?? "-";
+        const id = /\r\nx-request-id: ([^\r]*)/i.exec(head)?.[1] ?? "-";
+        const body = `${tag} ${id}`;
+        s.write(`HTTP/1.1 200 OK\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      }),
+    );
+    const q = await startInProcess(
+      simpleConfig(up.port, {
+        top: "filterDir: filters/dist",
+        routeExtra: `    responseHeaders: { add: { x-route: r } }
+    filters:
+      - { name: add-header, config: { request: { x-filter: f }, response: { x-filter-res: g } } }`,
+      }),
+    );
+    const socket = net.connect(q.port, "127.0.0.1");
+    socket.setEncoding("latin1");
+    let buf = "";
+    const waiting: (() => void)[] = [];
+    socket.on("data", (d: string) => {
+      buf += d;
+      waiting.shift()?.();
+    });
+    /** Sends one request on the kept-alive connection and reads its whole response. */
+    const exchange = async (tag: string) => {
+      socket.write(`GET /same HTTP/1.1\r\nHost: t\r\nX-Tag: ${tag}\r\n\r\n`);
+      for (;;) {
+        const end = buf.indexOf("\r\n\r\n");
+        const m = /content-length: (\d+)/i.exec(buf);
+        if (end !== -1 && m !== null && buf.length >= end + 4 + Number(m[1])) {
+          const res = buf.slice(0, end + 4 + Number(m[1]));
+          buf = buf.slice(res.length);
+          return res;
+        }
+        await new Promise<void>((r) => waiting.push(r));
+      }
+    };
+    try {
+      const responses = [];
+      for (const tag of ["a", "a", "a", "b", "b"]) responses.push(await exchange(tag));
+      const ids = new Set<string>();
+      responses.forEach((res, i) => {
+        const lines = res.split("\r\n");
+        const count = (name: string) => lines.filter((l) => l.toLowerCase().startsWith(`${name}:`)).length;
+        expect(lines[0]).toBe("HTTP/1.1 200 OK");
+        expect(count("x-route")).toBe(1);
+        expect(count("x-filter-res")).toBe(1);
+        expect(count("content-length")).toBe(1);
+        const [tag, id] = res.slice(res.indexOf("\r\n\r\n") + 4).split(" ");
+        expect(tag).toBe(i < 3 ? "a" : "b");
+        ids.add(id!);
+      });
+      expect(ids.size).toBe(5);
+      expect(seen.length).toBe(5);
+      for (const head of seen) expect(head.match(/\r\nx-filter: f/gi)?.length).toBe(1);
+    } finally {
+      socket.destroy();
       await q.stop();
       up.stop();
     }

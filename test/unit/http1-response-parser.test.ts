@@ -8,6 +8,7 @@ import {
   parseResponseHead,
   type BodyDecoder,
 } from "../../runtime/upstream/http1/response-parser.ts";
+import { parseRequestHead } from "../../runtime/listener/http1/request-parser.ts";
 
 const enc = (s: string) => new Uint8Array(Buffer.from(s, "latin1"));
 
@@ -216,5 +217,38 @@ describe("header name interning", () => {
         expect(head.headers.map((h) => h[0])).toEqual([n.toLowerCase(), "content-type", "content-type", "content-type"]);
       }
     }
+  });
+});
+
+describe("a head received again (again())", () => {
+  test("a response head: the same fields, a header list of its own", () => {
+    const text = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, x-hop\r\nContent-Length: 12\r\n\r\n";
+    const first = parseResponseHead(text);
+    first.headers.push(["ratelimit-limit", "5"]); // what a response filter does to the list it is given
+    const again = first.again();
+    expect(again).not.toBe(first);
+    expect(again.headers).toEqual([
+      ["content-type", "text/plain"],
+      ["connection", "keep-alive, x-hop"],
+      ["content-length", "12"],
+    ]);
+    expect([again.status, again.statusText, again.minor, again.contentLength, again.connectionKeepAlive, again.connection, again.lines]).toEqual([
+      200,
+      "OK",
+      1,
+      12,
+      true,
+      "keep-alive, x-hop",
+      "Content-Type: text/plain\r\nConnection: keep-alive, x-hop\r\nContent-Length: 12\r\n",
+    ]);
+  });
+
+  test("a request head: the same fields, a header list of its own", () => {
+    const first = parseRequestHead("PUT /up?x=1 HTTP/1.1\r\nHost: a.example\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    first.headers.splice(0, 1);
+    const again = first.again();
+    expect(again).not.toBe(first);
+    expect(again.headers.map((h) => h[0])).toEqual(["host", "expect", "content-length"]);
+    expect([again.method, again.target, again.minor, again.expectContinue, again.contentLength, again.value(0)]).toEqual(["PUT", "/up?x=1", 1, true, 3, "a.example"]);
   });
 });

@@ -18,6 +18,13 @@ export class RequestHead extends HeadFields {
   ) {
     super(text);
   }
+
+  /** The same head once more, for a request whose head text is this one's (see HeadFields.copyInto). */
+  again(): RequestHead {
+    const head = this.copyInto(new RequestHead(this.text, this.method, this.target, this.minor));
+    head.expectContinue = this.expectContinue;
+    return head;
+  }
 }
 
 /** RFC 9112 section 3.2 / RFC 3986 section 3.2.2: uri-host [ ":" port ]; empty is allowed. */

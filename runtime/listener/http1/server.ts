@@ -194,6 +194,9 @@ class ServerConnection extends CancelSource implements SocketEvents {
   socket: Socket;
   readonly client: ClientInfo;
   private reader: HeadReader | null = null;
+  /** The last valid head read here and what it parsed to. */
+  private lastText = "";
+  private lastHead: RequestHead | null = null;
   private pending: Uint8Array[] | null = null;
   private pendingBytes = 0;
   private readPaused = false;
@@ -302,11 +305,19 @@ class ServerConnection extends CancelSource implements SocketEvents {
     this.partial = false;
     this.deadline = 0;
     let head: RequestHead;
-    try {
-      head = parseRequestHead(text);
-    } catch (err) {
-      if (!(err instanceof ProxyError)) throw err;
-      return this.refuse(err, null);
+    if (text === this.lastText) {
+      // The client sent this very head before on this connection (most do, over and over): it was
+      // valid then and parses the same now (RequestHead.again).
+      head = this.lastHead!.again();
+    } else {
+      try {
+        head = parseRequestHead(text);
+      } catch (err) {
+        if (!(err instanceof ProxyError)) throw err;
+        return this.refuse(err, null);
+      }
+      this.lastText = text;
+      this.lastHead = head;
     }
     this.begin(head, chunk, end);
   }

@@ -190,6 +190,9 @@ export class Connection implements SocketEvents, BodySink {
   private needDrain = false;
   private drained: (() => void) | null = null;
   private readonly heads: HeadReader;
+  /** The last head read here and what it parsed to. */
+  private lastText = "";
+  private lastHead: ResponseHead | null = null;
 
   constructor(
     readonly key: string,
@@ -362,7 +365,10 @@ export class Connection implements SocketEvents, BodySink {
       const text = this.heads.push(chunk, off);
       if (text === null) return -1;
       off = this.heads.end;
-      const head = parseResponseHead(text);
+      // The same head as last time on this connection: no need to parse it again (ResponseHead.again).
+      const head = text === this.lastText ? this.lastHead!.again() : parseResponseHead(text);
+      this.lastText = text;
+      this.lastHead = head;
       if (head.status >= 200) {
         this.onHead(ex, head);
         return off;

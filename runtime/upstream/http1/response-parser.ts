@@ -41,6 +41,25 @@ export class HeadFields {
   /** `text`: the whole head the spans point into. */
   constructor(readonly text: string) {}
 
+  /**
+   * What parsing found, onto `to`, a fresh head of the same text: a connection that receives the same
+   * head again (most clients send one head over and over, and an upstream's differ only by the
+   * second in Date) gets it without parsing. The arrays are shared: nothing writes them after
+   * parsing. The header list is not: consumers may change theirs (response filters add headers).
+   */
+  protected copyInto<T extends HeadFields>(to: T): T {
+    (to as { names: string[] }).names = this.names;
+    (to as { spans: number[] }).spans = this.spans;
+    to.lines = this.lines;
+    to.high = this.high;
+    to.contentLength = this.contentLength;
+    to.transferEncoding = this.transferEncoding;
+    to.connectionClose = this.connectionClose;
+    to.connectionKeepAlive = this.connectionKeepAlive;
+    to.connection = this.connection;
+    return to;
+  }
+
   /** Line i's value. */
   value(i: number): string {
     return this.text.slice(this.spans[2 * i]!, this.spans[2 * i + 1]!);
@@ -66,6 +85,11 @@ export class ResponseHead extends HeadFields {
     readonly minor: number,
   ) {
     super(text);
+  }
+
+  /** The same head once more, for a response whose head text is this one's (see copyInto). */
+  again(): ResponseHead {
+    return this.copyInto(new ResponseHead(this.text, this.status, this.statusText, this.minor));
   }
 }
 
