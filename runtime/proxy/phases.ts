@@ -137,6 +137,32 @@ function filterFailure(out: { filter: string; phase: string; reason: string }): 
 
 type Reply = (res: DownstreamResponse) => void;
 
+/**
+ * The headers response filters appended to an upstream response's own, when appending is all they
+ * did (every original header still there, in order, same value; nothing added that frames the body
+ * or is hop-by-hop); null when they did anything else, and the list must be rebuilt.
+ */
+function appendedHeaders(res: UpstreamResponse): HeaderList | null {
+  const wire = res.wire;
+  if (wire === undefined) return null;
+  const list = wire.listIfMade();
+  if (list === null) return NO_HEADERS; // nobody even looked
+  const names = wire.names;
+  const n = names.length;
+  if (list.length < n) return null;
+  for (let i = 0; i < n; i++) {
+    const h = list[i]!;
+    if (h[0] !== names[i] || h[1] !== wire.value(i)) return null;
+  }
+  if (list.length === n) return NO_HEADERS;
+  const extraHop = connectionTokens(wire.connection);
+  for (let i = n; i < list.length; i++) {
+    const name = list[i]![0];
+    if (HOP_BY_HOP.has(name) || extraHop?.has(name) || name === "content-length" || name === "transfer-encoding" || name === "date") return null;
+  }
+  return list.slice(n);
+}
+
 // Helpers that make closures live outside the per-request methods: a method that makes a closure
 // keeps the variables it captures in a heap scope from its first line, even on paths that never make it.
 function hashKeyFor(hashOn: Parameters<typeof hashKeyOf>[0], req: DownstreamRequest, address: string): string | null {
@@ -758,8 +784,11 @@ export class Proxy {
 
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {
     const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, headroom: false, stream: null };
-    // Response filters may have changed the list (rate-limit adds its headers): then the list it is.
-    const listOnly = route.responseHeaders !== null || (route.chain !== null && route.chain.hasResponsePhase);
+    // Response filters may have changed the list (rate-limit adds its headers). When all they did was
+    // append headers, the upstream's lines still go as they came, with those after them.
+    let appended: HeaderList | null = NO_HEADERS;
+    if (route.chain !== null && route.chain.hasResponsePhase) appended = appendedHeaders(res);
+    const listOnly = route.responseHeaders !== null || appended === null;
     if (res.wire === undefined || listOnly || !this.passLines(res, out)) {
       const extraHop = connectionTokens(getHeader(res.headers, "connection"));
       const wire = res.wire;
@@ -782,7 +811,7 @@ export class Proxy {
       }
       if (route.responseHeaders !== null) headers = applyMutation(headers, route.responseHeaders);
       out.headers = headers;
-    }
+    } else out.headers = appended!;
     if (x.method === "HEAD" || NO_BODY_STATUS(res.status)) {
       if (res.chunks === undefined && res.body !== null) void res.body.cancel().catch(() => {});
       return out;

@@ -37,6 +37,8 @@ export interface ParsedLines extends WireLines {
   readonly contentLength: number;
   /** "none" unless a Transfer-Encoding line frames the message (it then overrides Content-Length). */
   readonly transferEncoding: "none" | "chunked" | "other";
+  /** The header list, if something asked for it already (and may have changed it); null if not. */
+  listIfMade(): HeaderList | null;
 }
 
 export interface UpstreamRequest {

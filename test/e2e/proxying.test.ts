@@ -473,4 +473,40 @@ describe("streaming", () => {
       up.stop();
     }
   });
+  test("headers a response filter only appends follow the upstream's lines as they came; one it changes sends the rebuilt list", async () => {
+    await buildStandardFilters("add-header");
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, () => {
+        s.write("HTTP/1.1 200 OK\r\nServer: up\r\nX-Up-Case: v\r\nConnection: x-hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok");
+      }),
+    );
+    const config = (response: string) =>
+      simpleConfig(up.port, { top: "filterDir: filters/dist", routeExtra: `    filters:\n      - { name: add-header, config: { request: {}, response: ${response} } }` });
+    const head = (raw: string) => raw.slice(0, raw.indexOf("\r\n\r\n")).split("\r\n").slice(1);
+    let q = await startInProcess(config("{ x-filter-res: g }"));
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      const lines = head(raw);
+      expect(lines).toContain("Server: up");
+      expect(lines).toContain("X-Up-Case: v");
+      expect(lines).toContain("x-filter-res: g");
+      expect(lines.findIndex((l) => l === "x-filter-res: g")).toBeGreaterThan(lines.findIndex((l) => l === "X-Up-Case: v"));
+      expect(lines.filter((l) => /^x-hop:/i.test(l) || /^connection: x-hop/i.test(l))).toEqual([]);
+      expect(raw.endsWith("\r\n\r\nok")).toBe(true);
+    } finally {
+      await q.stop();
+    }
+    q = await startInProcess(config("{ server: mesh }"));
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      const lines = head(raw);
+      expect(lines).toContain("server: mesh");
+      expect(lines).toContain("x-up-case: v");
+      expect(lines.filter((l) => /^server:/i.test(l))).toEqual(["server: mesh"]);
+      expect(lines.filter((l) => /^x-hop:/i.test(l))).toEqual([]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
 });

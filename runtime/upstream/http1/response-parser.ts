@@ -71,6 +71,10 @@ export class HeadFields {
     return (values[i] ??= this.text.slice(this.spans[2 * i]!, this.spans[2 * i + 1]!));
   }
 
+  listIfMade(): HeaderList | null {
+    return this.list;
+  }
+
   /** Lower-case names and values, wire order, duplicates kept; made on first use, then the same list. */
   get headers(): HeaderList {
     if (this.list === null) {
