@@ -205,8 +205,17 @@ class Forwarding implements ResponseReceiver {
     /** The clock reading the forward started at. */
     readonly started: number,
     readonly timeoutMs: number,
-    readonly reply: Reply,
+    private readonly reply: Reply,
   ) {}
+
+  private replied = false;
+
+  /** The response for the listener, once (as Filtered.respond). */
+  respond(res: DownstreamResponse): void {
+    if (this.replied) return;
+    this.replied = true;
+    this.reply(res);
+  }
 
   onResponse(res: UpstreamResponse): void {
     this.proxy.forwarded(this, res);
@@ -256,8 +265,12 @@ class Filtered implements ResponseReceiver {
     readonly reply: Reply,
   ) {}
 
-  /** The response for the listener, once. */
+  private replied = false;
+
+  /** The response for the listener, once: a second one (a bug, or a throw after replying) is dropped. */
   respond(res: DownstreamResponse): void {
+    if (this.replied) return;
+    this.replied = true;
     if (this.inHandler) replySoon(this.reply, res);
     else this.reply(res);
   }
@@ -464,15 +477,15 @@ export class Proxy {
       this.answered(x.cluster!, f.endpoint, f.started, res);
       out = this.downstreamResponse(f.route, x, res);
     } catch (err) {
-      return f.reply(this.failed(f.req, x, err));
+      return f.respond(this.failed(f.req, x, err));
     }
-    f.reply(this.finish(x, out, null));
+    f.respond(this.finish(x, out, null));
   }
 
   /** 6 for a forward on the common path: it failed; the error response goes back. */
   forwardFailed(f: Forwarding, err: unknown): void {
     const e = this.unanswered(f.x.cluster!, f.endpoint, f.started, f.req.signal, f.timeoutMs, "route", err);
-    f.reply(this.failed(f.req, f.x, e));
+    f.respond(this.failed(f.req, f.x, e));
   }
 
   // Its own method: the closures would give run() a heap scope on every call (see hashKeyFor).

@@ -120,6 +120,9 @@ const utf8Encoder = new TextEncoder();
 /** Chars a head can carry as single bytes; anything else is a filter's or config's non-latin1 text. */
 const NOT_LATIN1 = /[^\x00-\xff]/;
 
+/** Longest request head a connection keeps to reuse its parse (typical heads are 50-1000 bytes). */
+const REUSE_MAX = 1024;
+
 /** Below this body size, copying head and body into the scratch buffer costs less than a new view. */
 const HEADROOM_MIN = 2048;
 
@@ -316,8 +319,11 @@ class ServerConnection extends CancelSource implements SocketEvents {
         if (!(err instanceof ProxyError)) throw err;
         return this.refuse(err, null);
       }
-      this.lastText = text;
-      this.lastHead = head;
+      // Only short heads are kept: an idle keep-alive connection must not pin up to maxRequestHeaderBytes.
+      if (text.length <= REUSE_MAX) {
+        this.lastText = text;
+        this.lastHead = head;
+      }
     }
     this.begin(head, chunk, end);
   }

@@ -367,8 +367,11 @@ export class Connection implements SocketEvents, BodySink {
       off = this.heads.end;
       // The same head as last time on this connection: no need to parse it again (ResponseHead.again).
       const head = text === this.lastText ? this.lastHead!.again() : parseResponseHead(text);
-      this.lastText = text;
-      this.lastHead = head;
+      // Only short heads are kept: a pooled connection must not pin up to maxResponseHeadBytes.
+      if (text.length <= 1024) {
+        this.lastText = text;
+        this.lastHead = head;
+      }
       if (head.status >= 200) {
         this.onHead(ex, head);
         return off;
