@@ -191,11 +191,28 @@ function forwardOptions(cluster: ClusterRuntime, timeoutMs: number, signal: Canc
   return opts;
 }
 
+/** What carries one request to its reply: hands the listener its response once. */
+class Replying {
+  private replied = false;
+  /** Still inside Proxy.handle(): a response now goes out on a microtask (DownstreamHandler). */
+  inHandler = false;
+
+  constructor(private readonly reply: Reply) {}
+
+  /** The response for the listener, once: a second one (a bug, or a throw after replying) is dropped. */
+  respond(res: DownstreamResponse): void {
+    if (this.replied) return;
+    this.replied = true;
+    if (this.inHandler) replySoon(this.reply, res);
+    else this.reply(res);
+  }
+}
+
 /**
  * One forward of a route without filters, as the client's receiver: the one object that carries the
  * request from the forward to the reply (instead of a promise chain and its closures).
  */
-class Forwarding implements ResponseReceiver {
+class Forwarding extends Replying implements ResponseReceiver {
   constructor(
     private readonly proxy: Proxy,
     readonly req: DownstreamRequest,
@@ -205,16 +222,9 @@ class Forwarding implements ResponseReceiver {
     /** The clock reading the forward started at. */
     readonly started: number,
     readonly timeoutMs: number,
-    private readonly reply: Reply,
-  ) {}
-
-  private replied = false;
-
-  /** The response for the listener, once (as Filtered.respond). */
-  respond(res: DownstreamResponse): void {
-    if (this.replied) return;
-    this.replied = true;
-    this.reply(res);
+    reply: Reply,
+  ) {
+    super(reply);
   }
 
   onResponse(res: UpstreamResponse): void {
@@ -235,7 +245,7 @@ type Step = typeof START | typeof ATTEMPT | typeof ANSWER;
  * A request on a route with filters, from its request filters to the reply, as the state the steps
  * share (Proxy.requestFilters .. afterAttempt); also the client's receiver for each attempt.
  */
-class Filtered implements ResponseReceiver {
+class Filtered extends Replying implements ResponseReceiver {
   ctx: RequestContext | null = null;
   /** The request body held whole for a filter that reads it (and for replays). */
   replayBody: Uint8Array | null = null;
@@ -249,8 +259,6 @@ class Filtered implements ResponseReceiver {
   timeoutKind: "per-try" | "route" = "route";
   /** A filter's own answer, while its delay runs. */
   answer: DownstreamResponse | null = null;
-  /** Still inside Proxy.handle(): a response now goes out on a microtask (DownstreamHandler). */
-  inHandler = false;
 
   constructor(
     private readonly proxy: Proxy,
@@ -262,17 +270,9 @@ class Filtered implements ResponseReceiver {
     readonly upHeaders: HeaderList,
     readonly body: ReadableStream<Uint8Array> | null,
     readonly bodyLength: number | null,
-    readonly reply: Reply,
-  ) {}
-
-  private replied = false;
-
-  /** The response for the listener, once: a second one (a bug, or a throw after replying) is dropped. */
-  respond(res: DownstreamResponse): void {
-    if (this.replied) return;
-    this.replied = true;
-    if (this.inHandler) replySoon(this.reply, res);
-    else this.reply(res);
+    reply: Reply,
+  ) {
+    super(reply);
   }
 
   onResponse(res: UpstreamResponse): void {

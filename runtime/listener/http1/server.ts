@@ -22,6 +22,7 @@ import type { CancelSignal, HeaderList } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
   HeadReader,
+  LastHead,
   LengthDecoder,
   ParseError,
   type BodyDecoder,
@@ -120,9 +121,6 @@ const utf8Encoder = new TextEncoder();
 /** Chars a head can carry as single bytes; anything else is a filter's or config's non-latin1 text. */
 const NOT_LATIN1 = /[^\x00-\xff]/;
 
-/** Longest request head a connection keeps to reuse its parse (typical heads are 50-1000 bytes). */
-const REUSE_MAX = 1024;
-
 /** Below this body size, copying head and body into the scratch buffer costs less than a new view. */
 const HEADROOM_MIN = 2048;
 
@@ -197,9 +195,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
   socket: Socket;
   readonly client: ClientInfo;
   private reader: HeadReader | null = null;
-  /** The last valid head read here and what it parsed to. */
-  private lastText = "";
-  private lastHead: RequestHead | null = null;
+  private readonly lastHead = new LastHead(parseRequestHead);
   private pending: Uint8Array[] | null = null;
   private pendingBytes = 0;
   private readPaused = false;
@@ -308,22 +304,12 @@ class ServerConnection extends CancelSource implements SocketEvents {
     this.partial = false;
     this.deadline = 0;
     let head: RequestHead;
-    if (text === this.lastText) {
-      // The client sent this very head before on this connection (most do, over and over): it was
-      // valid then and parses the same now (RequestHead.again).
-      head = this.lastHead!.again();
-    } else {
-      try {
-        head = parseRequestHead(text);
-      } catch (err) {
-        if (!(err instanceof ProxyError)) throw err;
-        return this.refuse(err, null);
-      }
-      // Only short heads are kept: an idle keep-alive connection must not pin up to maxRequestHeaderBytes.
-      if (text.length <= REUSE_MAX) {
-        this.lastText = text;
-        this.lastHead = head;
-      }
+    try {
+      // Most clients send one head over and over on a connection: that one is parsed once.
+      head = this.lastHead.get(text);
+    } catch (err) {
+      if (!(err instanceof ProxyError)) throw err;
+      return this.refuse(err, null);
     }
     this.begin(head, chunk, end);
   }

@@ -6,6 +6,7 @@ import {
   ChunkedDecoder,
   CloseDecoder,
   HeadReader,
+  LastHead,
   LengthDecoder,
   ParseError,
   parseResponseHead,
@@ -190,9 +191,7 @@ export class Connection implements SocketEvents, BodySink {
   private needDrain = false;
   private drained: (() => void) | null = null;
   private readonly heads: HeadReader;
-  /** The last head read here and what it parsed to. */
-  private lastText = "";
-  private lastHead: ResponseHead | null = null;
+  private readonly lastHead = new LastHead(parseResponseHead);
 
   constructor(
     readonly key: string,
@@ -365,13 +364,7 @@ export class Connection implements SocketEvents, BodySink {
       const text = this.heads.push(chunk, off);
       if (text === null) return -1;
       off = this.heads.end;
-      // The same head as last time on this connection: no need to parse it again (ResponseHead.again).
-      const head = text === this.lastText ? this.lastHead!.again() : parseResponseHead(text);
-      // Only short heads are kept: a pooled connection must not pin up to maxResponseHeadBytes.
-      if (text.length <= 1024) {
-        this.lastText = text;
-        this.lastHead = head;
-      }
+      const head = this.lastHead.get(text);
       if (head.status >= 200) {
         this.onHead(ex, head);
         return off;

@@ -103,6 +103,32 @@ export class ResponseHead extends HeadFields {
   }
 }
 
+/** Longest head a connection keeps to reuse its parse: typical heads are 50-1000 bytes, and an idle connection must not pin up to the head limit. */
+const REUSE_MAX = 1024;
+
+/**
+ * The last head a connection received and what it parsed to: the very same text again gives
+ * again() of that parse (see HeadFields.copyInto), for requests and responses alike. A head that
+ * failed to parse is never kept, nor one longer than REUSE_MAX.
+ */
+export class LastHead<T extends HeadFields & { again(): T }> {
+  private text = "";
+  private head: T | null = null;
+
+  constructor(private readonly parse: (text: string) => T) {}
+
+  /** The head `text` parses to; throws what parse() throws. */
+  get(text: string): T {
+    if (text === this.text) return this.head!.again();
+    const head = this.parse(text);
+    if (text.length <= REUSE_MAX) {
+      this.text = text;
+      this.head = head;
+    }
+    return head;
+  }
+}
+
 // Bytes to string, one char per byte: lossless (TextDecoder's "latin1" is really windows-1252) and, measured
 // on Bun, faster than TextDecoder. Works on any Uint8Array, on Bun and on Deno.
 const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
