@@ -58,6 +58,18 @@ async function setup(root: string): Promise<{ run: (n: number) => Promise<number
   const { MeshProxy } = await import(join(root, "runtime/server.ts"));
   const { createHttp1Client } = await import(join(root, "runtime/upstream/http1/index.ts"));
   const { FILTERS } = (await import(join(root, "bench/scenarios.ts"))) as { FILTERS: Record<string, FilterUse> };
+  // A socket's data arrives in a clock turn (platform/clock.ts), as tcp.ts delivers it; older
+  // checkouts have no such module.
+  type Clock = { beginTurn(): void; endTurn(): void };
+  const clock = (await import(join(root, "runtime/platform/clock.ts")).catch(() => null)) as Clock | null;
+  const deliver = (events: SocketEvents, chunk: Uint8Array) => {
+    clock?.beginTurn();
+    try {
+      events.onData(chunk);
+    } finally {
+      clock?.endTurn();
+    }
+  };
   const chain = FILTER_KEYS.map((k) => {
     const f = FILTERS[k];
     if (f === undefined) throw new Error(`FILTERS: no filter ${k}; one of ${Object.keys(FILTERS).join(", ")}`);
@@ -69,7 +81,7 @@ async function setup(root: string): Promise<{ run: (n: number) => Promise<number
   // The upstream: every write of a request head is answered at once (on the next microtask, as a
   // socket read would come later), with one fixed response.
   const client = createHttp1Client({
-    connect: async (_host: string, _port: number, events: SocketEvents) => memorySocket(() => queueMicrotask(() => events.onData(RESPONSE.slice()))),
+    connect: async (_host: string, _port: number, events: SocketEvents) => memorySocket(() => queueMicrotask(() => deliver(events, RESPONSE.slice()))),
   });
   // The downstream: one connection; the run drives it.
   let accept: ((socket: Socket, client: { address: string; port: number }) => SocketEvents) | null = null;
@@ -117,7 +129,7 @@ clusters:
     for (let i = 0; i < n; i++) {
       await new Promise<void>((resolve) => {
         answered = resolve;
-        events.onData(request.slice());
+        deliver(events, request.slice());
       });
     }
     return ((performance.now() - started) * 1000) / n;

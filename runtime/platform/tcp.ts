@@ -1,4 +1,5 @@
 // TCP sockets over Bun or Deno, as callbacks: the only file that knows which runtime a socket runs on.
+import { beginTurn, endTurn } from "./clock.ts";
 
 /** What a socket reports. The connection that owns the socket implements this. */
 export interface SocketEvents {
@@ -180,7 +181,12 @@ const BUN_HANDLERS = {
     s.data.raw = s;
   },
   data(s: BunRawSocket, chunk: Uint8Array) {
-    s.data.events.onData(chunk);
+    beginTurn();
+    try {
+      s.data.events.onData(chunk);
+    } finally {
+      endTurn();
+    }
   },
   drain(s: BunRawSocket) {
     s.data.flush();
@@ -314,7 +320,12 @@ class DenoSocket implements Socket {
           this.events.onEnd();
           return; // the peer's FIN; writes go on until close()
         }
-        this.events.onData(buf.slice(0, n));
+        beginTurn();
+        try {
+          this.events.onData(buf.slice(0, n));
+        } finally {
+          endTurn();
+        }
       }
     } catch (err) {
       this.end(err instanceof Error ? err : new Error(String(err)));

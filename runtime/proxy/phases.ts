@@ -12,6 +12,7 @@
 //
 // Errors from any phase are ProxyErrors; `handle` turns them into the one error response shape.
 import { randomUUID } from "node:crypto";
+import * as clock from "../platform/clock.ts";
 import { ProxyError, errorResponse, toProxyError } from "../errors.ts";
 import type { DownstreamRequest, DownstreamResponse } from "../listener/types.ts";
 import type { AccessLog } from "../observability/access-log.ts";
@@ -163,6 +164,36 @@ function appendedHeaders(res: UpstreamResponse): HeaderList | null {
   return list.slice(n);
 }
 
+/**
+ * The headers request filters appended to the request's list (headerList()'s), when appending is all
+ * they did: every header that list began with still there, in order, the same pair (the host replaces
+ * a pair to change it, never edits one). The upstream then gets the client's lines as they came, with
+ * these after them, instead of a head rebuilt and re-checked header by header. Null when they did
+ * anything else.
+ */
+function appendedRequestHeaders(list: HeaderList, req: DownstreamRequest, up: UpstreamHeaders): HeaderList | null {
+  const src = req.headers;
+  const drop = up.drop;
+  let j = 0;
+  for (let i = 0, d = 0; i < src.length; i++) {
+    if (drop !== null && drop[d] === i) {
+      d++;
+      continue;
+    }
+    if (list[j] !== src[i]) return null;
+    j++;
+  }
+  if (!isPair(list[j++], "x-forwarded-for", up.forwardedFor)) return null;
+  if (up.forwardedProto !== null && !isPair(list[j++], "x-forwarded-proto", up.forwardedProto)) return null;
+  if (up.forwardedHost !== null && !isPair(list[j++], "x-forwarded-host", up.forwardedHost)) return null;
+  if (up.requestId !== null && !isPair(list[j++], "x-request-id", up.requestId)) return null;
+  return j === list.length ? NO_HEADERS : list.slice(j);
+}
+
+function isPair(h: [string, string] | undefined, name: string, value: string): boolean {
+  return h !== undefined && h[0] === name && h[1] === value;
+}
+
 // Helpers that make closures live outside the per-request methods: a method that makes a closure
 // keeps the variables it captures in a heap scope from its first line, even on paths that never make it.
 function hashKeyFor(hashOn: Parameters<typeof hashKeyOf>[0], req: DownstreamRequest, address: string): string | null {
@@ -259,6 +290,10 @@ class Filtered extends Replying implements ResponseReceiver {
   timeoutKind: "per-try" | "route" = "route";
   /** A filter's own answer, while its delay runs. */
   answer: DownstreamResponse | null = null;
+  /** How the client's lines go upstream, when they can go as lines (see appendedRequestHeaders). */
+  up: UpstreamHeaders | null = null;
+  /** Those lines with the forwarding ones, made on the first attempt that sends them. */
+  lines: string | null = null;
 
   constructor(
     private readonly proxy: Proxy,
@@ -362,7 +397,7 @@ export class Proxy {
     this.inFlight++;
     this.served++;
     return {
-      startedAt: performance.now(),
+      startedAt: clock.now(),
       client,
       method,
       requestId: "",
@@ -432,7 +467,8 @@ export class Proxy {
     // Headers nobody changes go up as the lines they came in; filters and mutations work on a list.
     let upHeaders: HeaderList;
     let wire: UpstreamRequest["wire"] = null;
-    if (req.wire !== null && chain === null && route.requestHeaders === null) {
+    const asLines = req.wire !== null && route.requestHeaders === null;
+    if (asLines && chain === null) {
       wire = { lines: headerLines(req.wire.lines, up), high: req.wire.high, host: up.hasHost };
       upHeaders = NO_HEADERS;
     } else {
@@ -442,7 +478,7 @@ export class Proxy {
     if (chain === null) {
       // 5, 6 and 8, once: no filter can ask for another attempt, and nothing has waited since the
       // request arrived but routing and headers (a few microseconds, which the balancer's latency then
-      // includes), so its clock reading serves (one performance.now() per request, not five).
+      // includes), so its clock reading serves.
       if (req.signal?.aborted) throw cancelled();
       const now = x.startedAt;
       const endpoint = this.pickEndpoint(route, req, x, now);
@@ -460,10 +496,13 @@ export class Proxy {
     }
     if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
       // A filter reads the body: have it whole first (it can then also be sent again on a retry).
-      this.bufferBody(body, new Filtered(this, req, x, route, chain, target, upHeaders, null, bodyLength, reply));
+      const f = new Filtered(this, req, x, route, chain, target, upHeaders, null, bodyLength, reply);
+      if (asLines) f.up = up;
+      this.bufferBody(body, f);
       return;
     }
     const f = new Filtered(this, req, x, route, chain, target, upHeaders, body, bodyLength, reply);
+    if (asLines) f.up = up;
     f.inHandler = true; // a filter may answer right away: the reply must still wait for handle() to return
     this.requestFilters(f, null);
     f.inHandler = false;
@@ -537,7 +576,7 @@ export class Proxy {
   }
 
   private startAttempts(f: Filtered): void {
-    f.deadline = f.route.timeoutMs > 0 ? performance.now() + f.route.timeoutMs : Infinity;
+    f.deadline = f.route.timeoutMs > 0 ? clock.now() + f.route.timeoutMs : Infinity;
     this.attempt(f);
   }
 
@@ -548,7 +587,7 @@ export class Proxy {
       const ctx = f.ctx!;
       // The client left during a filter's delay or a retry's backoff: no (further) attempt.
       if (req.signal?.aborted) throw cancelled();
-      const now = performance.now();
+      const now = clock.now();
       const replay = f.replayBody;
       let body = f.body;
       if (replay !== null) body = replay.byteLength === 0 ? null : new Response(replay as Uint8Array<ArrayBuffer>).body;
@@ -564,12 +603,21 @@ export class Proxy {
         return this.afterAttempt(f, null, new ProxyError("upstream", "upstream_timeout", `the route timeout (${f.route.timeoutMs} ms) elapsed before attempt ${ctx.attempt}`));
       }
       const bodyLength = body === null ? null : replay !== null ? replay.byteLength : f.bodyLength;
+      let headers = ctx.headers;
+      let wire: UpstreamRequest["wire"] = null;
+      const up = f.up;
+      const appended = up === null ? null : appendedRequestHeaders(headers, req, up);
+      if (appended !== null) {
+        const w = req.wire!;
+        wire = { lines: (f.lines ??= headerLines(w.lines, up!)), high: w.high, host: up!.hasHost };
+        headers = appended;
+      }
       cluster.balancer.onStart(endpoint);
       // With response filters, every upstream request is an attempt they see (a retry filter counts
       // them); the client's own resend of a keep-alive race is then done in afterAttempt, once.
       this.deps.client.send(
         endpoint,
-        { method: x.method, target: ctx.target, headers: ctx.headers, body, bodyLength },
+        { method: x.method, target: ctx.target, headers, wire, body, bodyLength },
         forwardOptions(cluster, f.timeoutMs, req.signal, !f.chain.hasResponsePhase),
         f,
       );
@@ -615,7 +663,7 @@ export class Proxy {
       ctx.upstreamError = failure?.code ?? null;
       const view = res ?? { status: failure!.status, statusText: "", headers: [["x-mesh-error", failure!.code]] as HeaderList, body: null };
       const out = chain.onResponse(ctx, view);
-      if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && f.deadline - performance.now() > out.delayMs) {
+      if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && f.deadline - clock.now() > out.delayMs) {
         if (res?.body) void res.body.cancel().catch(() => {});
         ctx.attempt++;
         if (out.delayMs > 0) return this.later(out.delayMs, f, ATTEMPT);
@@ -767,7 +815,7 @@ export class Proxy {
 
   /** The balancer learns how long the endpoint took and whether it answered well. */
   private answered(cluster: ClusterRuntime, endpoint: Endpoint, started: number, res: UpstreamResponse): void {
-    const now = performance.now();
+    const now = clock.now();
     cluster.balancer.onEnd(endpoint, now - started, now, res.status < 500);
   }
 
@@ -781,7 +829,7 @@ export class Proxy {
     timeoutKind: "per-try" | "route",
     err: unknown,
   ): ProxyError {
-    const now = performance.now();
+    const now = clock.now();
     // A request the client walked away from says nothing about the endpoint: no failure recorded.
     cluster.balancer.onEnd(endpoint, now - started, now, signal?.aborted ? null : false);
     const e = toProxyError(err);
@@ -898,7 +946,7 @@ export class Proxy {
     x.logged = true;
     this.inFlight--;
     const { stats, accessLog } = this.deps;
-    const seconds = (performance.now() - x.startedAt) / 1000;
+    const seconds = (clock.now() - x.startedAt) / 1000;
     const routeName = x.route?.name ?? "";
     stats.countRequest(routeName, x.cluster?.name ?? "", status);
     stats.observeDuration(routeName, seconds);

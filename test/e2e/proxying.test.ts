@@ -473,6 +473,70 @@ describe("streaming", () => {
       up.stop();
     }
   });
+  test("a response header value above U+00FF sends the head as UTF-8; latin1 values go one byte per char", async () => {
+    await buildStandardFilters("add-header");
+    const up = await rawUpstream((s) => eachRequestHead(s, () => void s.write(Buffer.from("HTTP/1.1 200 OK\r\nX-Up: caf\xe9\r\nContent-Length: 2\r\n\r\nok", "latin1"))));
+    const config = (response: string) =>
+      simpleConfig(up.port, { top: "filterDir: filters/dist", routeExtra: `    filters:\n      - { name: add-header, config: { request: {}, response: ${response} } }` });
+    // rawRequest reads latin1: one char per byte, so UTF-8 shows as its bytes.
+    let q = await startInProcess(config('{ x-f: "d\u00e9j\u00e0" }'));
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      expect(raw).toContain("x-f: d\xe9j\xe0\r\n");
+      expect(raw).toContain("X-Up: caf\xe9\r\n");
+    } finally {
+      await q.stop();
+    }
+    q = await startInProcess(config('{ x-f: "\u03c0 \u20ac" }'));
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      expect(raw).toContain(`x-f: ${Buffer.from("\u03c0 \u20ac", "utf8").toString("latin1")}\r\n`);
+      // The whole head is UTF-8 then, the upstream's latin1 value too (never a byte that reads as CR or LF).
+      expect(raw).toContain(`${Buffer.from("caf\u00e9", "utf8").toString("latin1")}\r\n`);
+      expect(raw.endsWith("\r\n\r\nok")).toBe(true);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
+  test("headers a request filter only appends follow the client's lines as they came; one it changes sends the rebuilt list", async () => {
+    await buildStandardFilters("add-header");
+    const heads: string[] = [];
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (h) => {
+        heads.push(h);
+        s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      }),
+    );
+    const config = (request: string) =>
+      simpleConfig(up.port, { top: "filterDir: filters/dist", routeExtra: `    filters:\n      - { name: add-header, config: { request: ${request} } }` });
+    const client = "GET /p?q=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: Case/1\r\nX-Client-Case: v\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Request-Id: rid-1\r\n\r\n";
+    const lines = () => heads.shift()!.split("\r\n");
+    let q = await startInProcess(config("{ x-filter-req: g }"));
+    try {
+      expect(await rawRequest(q.port, client)).toContain("\r\n\r\nok");
+      const sent = lines();
+      expect(sent[0]).toBe("GET /p?q=1 HTTP/1.1");
+      // The client's own lines, in their case, then the forwarding ones, then the filter's.
+      expect(sent.slice(1, 5)).toEqual(["Host: t", "User-Agent: Case/1", "X-Client-Case: v", "X-Request-Id: rid-1"]);
+      expect(sent.indexOf("x-filter-req: g")).toBeGreaterThan(sent.indexOf("x-forwarded-for: 127.0.0.1"));
+      expect(sent.filter((l) => /^(x-hop|connection):/i.test(l))).toEqual([]);
+    } finally {
+      await q.stop();
+    }
+    q = await startInProcess(config("{ user-agent: mesh }"));
+    try {
+      expect(await rawRequest(q.port, client)).toContain("\r\n\r\nok");
+      const sent = lines();
+      expect(sent).toContain("user-agent: mesh");
+      expect(sent).toContain("x-client-case: v");
+      expect(sent.filter((l) => /^user-agent:/i.test(l))).toEqual(["user-agent: mesh"]);
+      expect(sent.filter((l) => /^(x-hop|connection):/i.test(l))).toEqual([]);
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
   test("headers a response filter only appends follow the upstream's lines as they came; one it changes sends the rebuilt list", async () => {
     await buildStandardFilters("add-header");
     const up = await rawUpstream((s) =>

@@ -2,6 +2,8 @@
 import { ProxyError } from "../../errors.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import { Connection, upstreamError, type ConnectionOwner, type PendingRequest } from "./connection.ts";
+import { beginTurn, endTurn } from "../../platform/clock.ts";
+import * as clock from "../../platform/clock.ts";
 import { IdlePool } from "./pool.ts";
 import { TimerSignal } from "./timeouts.ts";
 import { buildRequestHead, type RequestHead } from "./request-head.ts";
@@ -90,7 +92,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
       return;
     }
     const p = new Pending(this, endpoint, head, req, opts, receiver);
-    const now = performance.now();
+    const now = clock.now();
     const ms = opts.timeoutMs;
     if (ms !== undefined && ms !== Infinity) p.timeout(ms, now);
     const pooled = this.pool.acquire(endpoint.key, now);
@@ -113,6 +115,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   private settledQueue: Pending[] = [];
   private readonly deliverSettled = (): void => {
     const queue = this.settledQueue;
+    beginTurn();
     // A receiver may settle another request as it runs: the loop reaches it too.
     for (let i = 0; i < queue.length; i++) {
       try {
@@ -123,6 +126,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         });
       }
     }
+    endTurn();
     queue.length = 0;
   };
 
@@ -140,7 +144,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   // ConnectionOwner
 
   release(conn: Connection): void {
-    if (this.closed || !this.pool.release(conn, performance.now())) {
+    if (this.closed || !this.pool.release(conn, clock.now())) {
       conn.close();
       return;
     }
