@@ -89,15 +89,41 @@ function decodeUnits(u8: Uint8Array, u16: Uint16Array, base: number, len: number
 
 // Two slots per hash (the second is its neighbour), so two strings of one request that collide do not
 // evict each other on every request ("x-api-key" and "ratelimit-reset" did: two decodes per request).
-function intern(table: (string | undefined)[], u8: Uint8Array, u16: Uint16Array, base: number, len: number, hash: number, lower: boolean): string {
+// A hit is checked unit by unit, which also proves it valid (it was checked before it was stored), so
+// only a miss pays for the full check and the decode.
+function lookup(table: (string | undefined)[], u16: Uint16Array, base: number, len: number, hash: number, lower: boolean): string | null {
   const first = (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
   if (sameUnits(table[first], u16, base, len, lower)) return table[first]!;
   const second = first ^ 1;
   if (sameUnits(table[second], u16, base, len, lower)) return table[second]!;
+  return null;
+}
+
+function store(table: (string | undefined)[], u8: Uint8Array, u16: Uint16Array, base: number, len: number, hash: number, lower: boolean): string {
   let s = decodeUnits(u8, u16, base, len);
   if (lower) s = s.toLowerCase();
-  if (len <= INTERN_MAX) table[table[first] === undefined ? first : second] = s;
+  if (len <= INTERN_MAX) {
+    const first = (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
+    table[table[first] === undefined ? first : first ^ 1] = s;
+  }
   return s;
+}
+
+/**
+ * The table's hash: the length and up to four code units from each end (lower-cased when `lower`).
+ * Header names and values differ there often enough; a collision costs a decode, not a wrong answer.
+ */
+function sampleHash(u16: Uint16Array, base: number, len: number, lower: boolean): number {
+  let hash = len;
+  const head = len < 8 ? len : 4;
+  for (let i = 0; i < head; i++) hash = mix(hash, u16[base + i]!, lower);
+  for (let i = len < 8 ? len : len - 4; i < len; i++) hash = mix(hash, u16[base + i]!, lower);
+  return hash;
+}
+
+function mix(hash: number, c: number, lower: boolean): number {
+  if (lower && c >= 65 && c <= 90) c += 32;
+  return (Math.imul(hash, 31) + c) | 0;
 }
 
 /** Whether `hit` is the `len` code units at `base` (lower-cased first when `lower`). */
@@ -232,14 +258,14 @@ export class Guest {
     if (len === 0) return null;
     const u16 = this.u16;
     const base = ptr >>> 1;
-    let hash = len;
+    const hash = sampleHash(u16, base, len, true);
+    const hit = lookup(NAMES, u16, base, len, hash, true);
+    if (hit !== null) return hit;
     for (let i = 0; i < len; i++) {
-      let c = u16[base + i]!;
+      const c = u16[base + i]!;
       if (c >= 128 || TOKEN[c] === 0) return null;
-      if (c >= 65 && c <= 90) c += 32;
-      hash = (Math.imul(hash, 31) + c) | 0;
     }
-    return intern(NAMES, this.u8, u16, base, len, hash, true);
+    return store(NAMES, this.u8, u16, base, len, hash, true);
   }
 
   /** A header value; null when it has CR, LF or NUL. Short values are interned like names. */
@@ -248,13 +274,16 @@ export class Guest {
     if (ptr & 1) throw new GuestFault("misaligned string pointer");
     const u16 = this.u16;
     const base = ptr >>> 1;
-    let hash = len;
+    const hash = len <= INTERN_MAX ? sampleHash(u16, base, len, false) : 0;
+    if (len <= INTERN_MAX) {
+      const hit = lookup(VALUES, u16, base, len, hash, false);
+      if (hit !== null) return hit;
+    }
     for (let i = 0; i < len; i++) {
       const c = u16[base + i]!;
       if (c === 13 || c === 10 || c === 0) return null;
-      hash = (Math.imul(hash, 31) + c) | 0;
     }
-    return len <= INTERN_MAX ? intern(VALUES, this.u8, u16, base, len, hash, false) : this.str(ptr, len);
+    return len <= INTERN_MAX ? store(VALUES, this.u8, u16, base, len, hash, false) : this.str(ptr, len);
   }
 
   /** Writes `s` as UTF-16 at ptr when it fits in `cap` code units; returns its length either way. */
