@@ -8,8 +8,8 @@ export function nowMs(): f64 {
 
 /**
  * A monotonic clock in milliseconds (fractional); use it for durations and token buckets. The host
- * reads it once per event-loop callback (as Envoy's dispatcher time): within one phase it does not
- * move, so it measures time between phases and requests, not the filter's own work.
+ * reads it once per event-loop callback (as Envoy's dispatcher time): within one phase it
+ * need not move, so it measures time between phases and requests, not the filter's own work.
  */
 export function monotonicMs(): f64 {
   return mesh_monotonic_ms();
