@@ -1,6 +1,6 @@
 // Hashes, MACs and signature checks done by the host at native speed, and base64url done here.
 import { mesh_hmac_sha256, mesh_key_import, mesh_sha256, mesh_verify } from "./abi";
-import { lastHostError } from "./scratch";
+import { lastHostError, reserve } from "./scratch";
 
 /** UTF-8 bytes of a string. */
 export function utf8(s: string): Uint8Array {
@@ -17,6 +17,18 @@ export namespace crypto {
     const out = new Uint8Array(32);
     mesh_sha256(data.dataStart, data.byteLength, out.dataStart);
     return out;
+  }
+
+  /**
+   * SHA-256 of a string's UTF-8 bytes, written into `out` (at least 32 bytes). Allocates nothing: for
+   * a value hashed on every request, such as an API key (`sha256(utf8(s))` makes two buffers each time).
+   */
+  export function sha256TextInto(s: string, out: Uint8Array): void {
+    assert(out.length >= 32, "sha256TextInto: out must hold 32 bytes");
+    const len = String.UTF8.byteLength(s);
+    const p = reserve(len);
+    String.UTF8.encodeUnsafe(changetype<usize>(s), s.length, p);
+    mesh_sha256(p, len, out.dataStart);
   }
 
   export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {

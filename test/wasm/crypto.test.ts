@@ -1,4 +1,5 @@
 // Crypto host functions, driven from a real filter, against known vectors and against WebCrypto.
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { FilterHarness } from "../../runtime/wasm/harness.ts";
 import { buildFixtures } from "./fixtures.ts";
@@ -50,6 +51,14 @@ function op(headers: Record<string, string>): string | null {
 test("sha256 matches the FIPS 180-2 vector", () => {
   expect(op({ "x-op": "sha256", "x-data": "abc" })).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   expect(op({ "x-op": "sha256", "x-data": "" })).toBe("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+});
+
+test("sha256TextInto hashes a string's UTF-8 bytes, as sha256(utf8(s)) does", () => {
+  for (const data of ["abc", "", "bench-3f9c2a7d41e8", "d\u00e9j\u00e0 \u20ac \u{1f600}", "k".repeat(5000)]) {
+    const want = createHash("sha256").update(data, "utf8").digest("hex");
+    expect(op({ "x-op": "sha256-text", "x-data": data })).toBe(want);
+    expect(op({ "x-op": "sha256", "x-data": data })).toBe(want);
+  }
 });
 
 test("hmac-sha256 matches RFC 4231 test case 2", () => {
