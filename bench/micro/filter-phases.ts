@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { FILTERS } from "../scenarios.ts";
 import { FilterHarness } from "../../runtime/wasm/harness.ts";
 import type { RequestContext } from "../../runtime/proxy/context.ts";
+import { ListHeaders } from "../../runtime/proxy/filter-headers.ts";
 
 const env = process.env;
 const N = Number(env.CALLS ?? 200_000);
@@ -41,20 +42,20 @@ for (const key of keys) {
   const h = await FilterHarness.create([{ wasm, config: f.config }]);
   const chain = h.chain;
   const ctx: RequestContext = {
-    requestId: "bench", method: "GET", target: "/small", headers: [], clientAddress: "127.0.0.1", routeName: "bench",
+    requestId: "bench", method: "GET", target: "/small", headers: new ListHeaders([]), clientAddress: "127.0.0.1", routeName: "bench",
     peerIdentity: null, startedAt: 0, perTryTimeoutMs: 0, attempt: 1, upstreamError: null, replayable: true, pinned: null,
   };
   const run = (n: number): [number, number] => {
     let req = 0;
     let res = 0;
     for (let i = 0; i < n; i++) {
-      ctx.headers = request.slice();
+      ctx.headers = new ListHeaders(request.slice());
       ctx.attempt = 1;
       ctx.pinned = null;
       const t0 = performance.now();
       const a = chain.onRequest(ctx, null);
       const t1 = performance.now();
-      const b = chain.onResponse(ctx, { status: 200, headers: response.slice() });
+      const b = chain.onResponse(ctx, { status: 200, headers: new ListHeaders(response.slice()) });
       const t2 = performance.now();
       req += t1 - t0;
       res += t2 - t1;

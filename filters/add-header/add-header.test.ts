@@ -20,7 +20,7 @@ test("sets request headers, replacing existing values", async () => {
   const h = await load({ request: { "x-tenant": "blue", "X-Env": "prod" } });
   const r = h.request({ headers: { "x-tenant": "red", accept: "*/*" } });
   expect(r.outcome.kind).toBe("continue");
-  expect(r.ctx.headers).toEqual([["x-tenant", "blue"], ["accept", "*/*"], ["x-env", "prod"]]);
+  expect(r.ctx.headers.list()).toEqual([["x-tenant", "blue"], ["accept", "*/*"], ["x-env", "prod"]]);
 });
 
 test("has no response phase unless response headers are configured", async () => {

@@ -21,6 +21,7 @@ import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
+import { LinesHeaders, ListHeaders, type FilterHeaders } from "./filter-headers.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
 import { normalizeHost, type MatchInput } from "./router.ts";
@@ -155,43 +156,43 @@ function appendedHeaders(res: UpstreamResponse): HeaderList | null {
     const h = list[i]!;
     if (h[0] !== names[i] || h[1] !== wire.value(i)) return null;
   }
-  if (list.length === n) return NO_HEADERS;
-  const extraHop = connectionTokens(wire.connection);
-  for (let i = n; i < list.length; i++) {
-    const name = list[i]![0];
-    if (HOP_BY_HOP.has(name) || extraHop?.has(name) || name === "content-length" || name === "transfer-encoding" || name === "date") return null;
-  }
-  return list.slice(n);
+  return list.length === n ? NO_HEADERS : plainAppends(list.slice(n), wire);
 }
 
 /**
- * The headers request filters appended to the request's list (headerList()'s), when appending is all
- * they did: every header that list began with still there, in order, the same pair (the host replaces
- * a pair to change it, never edits one). The upstream then gets the client's lines as they came, with
- * these after them, instead of a head rebuilt and re-checked header by header. Null when they did
- * anything else.
+ * A request's headers as its filters see them: the client's lines that go upstream, then the
+ * forwarding headers (made as pairs only if a filter asks for one), then what filters append.
  */
-function appendedRequestHeaders(list: HeaderList, req: DownstreamRequest, up: UpstreamHeaders): HeaderList | null {
-  const src = req.headers;
-  const drop = up.drop;
-  let j = 0;
-  for (let i = 0, d = 0; i < src.length; i++) {
-    if (drop !== null && drop[d] === i) {
-      d++;
-      continue;
-    }
-    if (list[j] !== src[i]) return null;
-    j++;
+class RequestHeaders extends LinesHeaders {
+  private forwarded: HeaderList | null = null;
+  constructor(
+    req: DownstreamRequest,
+    private readonly up: UpstreamHeaders,
+  ) {
+    super(req.wire!, req, up.drop, false);
   }
-  if (!isPair(list[j++], "x-forwarded-for", up.forwardedFor)) return null;
-  if (up.forwardedProto !== null && !isPair(list[j++], "x-forwarded-proto", up.forwardedProto)) return null;
-  if (up.forwardedHost !== null && !isPair(list[j++], "x-forwarded-host", up.forwardedHost)) return null;
-  if (up.requestId !== null && !isPair(list[j++], "x-request-id", up.requestId)) return null;
-  return j === list.length ? NO_HEADERS : list.slice(j);
+  protected override extra(): HeaderList {
+    return (this.forwarded ??= headerList(NO_HEADERS, this.up));
+  }
 }
 
-function isPair(h: [string, string] | undefined, name: string, value: string): boolean {
-  return h !== undefined && h[0] === name && h[1] === value;
+/**
+ * The headers response filters appended after the upstream's own, when that is all they did and none
+ * of them frames the body, is hop-by-hop or is Date (those need the list path); null otherwise.
+ */
+function plainAppends(appended: HeaderList, wire: ParsedLines): HeaderList | null {
+  if (appended.length === 0) return NO_HEADERS;
+  const extraHop = connectionTokens(wire.connection);
+  for (let i = 0; i < appended.length; i++) {
+    const name = appended[i]![0];
+    if (HOP_BY_HOP.has(name) || extraHop?.has(name) || name === "content-length" || name === "transfer-encoding" || name === "date") return null;
+  }
+  return appended;
+}
+
+/** The request's headers for its filters: over the client's lines when they can go upstream as lines. */
+function filterHeaders(req: DownstreamRequest, up: UpstreamHeaders, asLines: boolean, list: HeaderList): FilterHeaders {
+  return asLines ? new RequestHeaders(req, up) : new ListHeaders(list);
 }
 
 // Helpers that make closures live outside the per-request methods: a method that makes a closure
@@ -290,7 +291,7 @@ class Filtered extends Replying implements ResponseReceiver {
   timeoutKind: "per-try" | "route" = "route";
   /** A filter's own answer, while its delay runs. */
   answer: DownstreamResponse | null = null;
-  /** How the client's lines go upstream, when they can go as lines (see appendedRequestHeaders). */
+  /** How the client's lines go upstream, when they can go as lines (headers is then a RequestHeaders). */
   up: UpstreamHeaders | null = null;
   /** Those lines with the forwarding ones, made on the first attempt that sends them. */
   lines: string | null = null;
@@ -302,7 +303,7 @@ class Filtered extends Replying implements ResponseReceiver {
     readonly route: RouteRuntime,
     readonly chain: FilterChain,
     readonly target: string,
-    readonly upHeaders: HeaderList,
+    readonly headers: FilterHeaders,
     readonly body: ReadableStream<Uint8Array> | null,
     readonly bodyLength: number | null,
     reply: Reply,
@@ -465,12 +466,11 @@ export class Proxy {
     if (target === "" || target[0] === "?") target = "/" + target;
     const chain = route.chain;
     // Headers nobody changes go up as the lines they came in; filters and mutations work on a list.
-    let upHeaders: HeaderList;
+    let upHeaders: HeaderList = NO_HEADERS;
     let wire: UpstreamRequest["wire"] = null;
     const asLines = req.wire !== null && route.requestHeaders === null;
-    if (asLines && chain === null) {
-      wire = { lines: headerLines(req.wire.lines, up), high: req.wire.high, host: up.hasHost };
-      upHeaders = NO_HEADERS;
+    if (asLines) {
+      if (chain === null) wire = { lines: headerLines(req.wire.lines, up), high: req.wire.high, host: up.hasHost };
     } else {
       upHeaders = headerList(req.headers, up);
       if (route.requestHeaders !== null) upHeaders = applyMutation(upHeaders, route.requestHeaders);
@@ -496,12 +496,12 @@ export class Proxy {
     }
     if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
       // A filter reads the body: have it whole first (it can then also be sent again on a retry).
-      const f = new Filtered(this, req, x, route, chain, target, upHeaders, null, bodyLength, reply);
+      const f = new Filtered(this, req, x, route, chain, target, filterHeaders(req, up, asLines, upHeaders), null, bodyLength, reply);
       if (asLines) f.up = up;
       this.bufferBody(body, f);
       return;
     }
-    const f = new Filtered(this, req, x, route, chain, target, upHeaders, body, bodyLength, reply);
+    const f = new Filtered(this, req, x, route, chain, target, filterHeaders(req, up, asLines, upHeaders), body, bodyLength, reply);
     if (asLines) f.up = up;
     f.inHandler = true; // a filter may answer right away: the reply must still wait for handle() to return
     this.requestFilters(f, null);
@@ -514,7 +514,7 @@ export class Proxy {
     let out: DownstreamResponse;
     try {
       this.answered(x.cluster!, f.endpoint, f.started, res);
-      out = this.downstreamResponse(f.route, x, res);
+      out = this.downstreamResponse(f.route, x, res, null);
     } catch (err) {
       return f.respond(this.failed(f.req, x, err));
     }
@@ -547,7 +547,7 @@ export class Proxy {
         requestId: x.requestId,
         method: x.method,
         target: f.target,
-        headers: f.upHeaders,
+        headers: f.headers,
         clientAddress: x.client.address,
         routeName: f.route.name,
         peerIdentity: null,
@@ -603,15 +603,17 @@ export class Proxy {
         return this.afterAttempt(f, null, new ProxyError("upstream", "upstream_timeout", `the route timeout (${f.route.timeoutMs} ms) elapsed before attempt ${ctx.attempt}`));
       }
       const bodyLength = body === null ? null : replay !== null ? replay.byteLength : f.bodyLength;
-      let headers = ctx.headers;
-      let wire: UpstreamRequest["wire"] = null;
+      // Headers filters only appended go after the client's lines as they came; any other change
+      // made the whole list, which goes instead (rebuilt and checked header by header).
+      const h = ctx.headers;
       const up = f.up;
-      const appended = up === null ? null : appendedRequestHeaders(headers, req, up);
-      if (appended !== null) {
+      let headers: HeaderList;
+      let wire: UpstreamRequest["wire"] = null;
+      if (up !== null && h instanceof LinesHeaders && !h.made) {
         const w = req.wire!;
-        wire = { lines: (f.lines ??= headerLines(w.lines, up!)), high: w.high, host: up!.hasHost };
-        headers = appended;
-      }
+        wire = { lines: (f.lines ??= headerLines(w.lines, up)), high: w.high, host: up.hasHost };
+        headers = h.appended;
+      } else headers = h.list();
       cluster.balancer.onStart(endpoint);
       // With response filters, every upstream request is an attempt they see (a retry filter counts
       // them); the client's own resend of a keep-alive race is then done in afterAttempt, once.
@@ -658,11 +660,13 @@ export class Proxy {
     try {
       if (!chain.hasResponsePhase) {
         if (failure !== null) throw failure;
-        return f.respond(this.finish(x, this.downstreamResponse(route, x, res!), null));
+        return f.respond(this.finish(x, this.downstreamResponse(route, x, res!, null), null));
       }
       ctx.upstreamError = failure?.code ?? null;
-      const view = res ?? { status: failure!.status, statusText: "", headers: [["x-mesh-error", failure!.code]] as HeaderList, body: null };
-      const out = chain.onResponse(ctx, view);
+      // Over the upstream's parsed lines when there are some; a failed attempt shows its error.
+      const headers =
+        res === null ? new ListHeaders([["x-mesh-error", failure!.code]]) : res.wire !== undefined ? new LinesHeaders(res.wire, res, null, true) : new ListHeaders(res.headers);
+      const out = chain.onResponse(ctx, { status: res === null ? failure!.status : res.status, headers });
       if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && f.deadline - clock.now() > out.delayMs) {
         if (res?.body) void res.body.cancel().catch(() => {});
         ctx.attempt++;
@@ -683,7 +687,7 @@ export class Proxy {
       }
       if (failure !== null) throw failure;
       // 8. downstream response
-      f.respond(this.finish(x, this.downstreamResponse(route, x, res!), null));
+      f.respond(this.finish(x, this.downstreamResponse(route, x, res!, headers), null));
     } catch (err) {
       f.respond(this.failed(f.req, x, err));
     }
@@ -843,14 +847,18 @@ export class Proxy {
     return e;
   }
 
-  private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse): DownstreamResponse {
+  /** `filtered`: the headers as the response filters left them, when the route has any. */
+  private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse, filtered: FilterHeaders | null): DownstreamResponse {
     const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, headroom: false, stream: null };
-    // Response filters may have changed the list (rate-limit adds its headers). When all they did was
+    // Response filters may have changed the headers (rate-limit adds its own). When all they did was
     // append headers, the upstream's lines still go as they came, with those after them.
     let appended: HeaderList | null = NO_HEADERS;
-    if (route.chain !== null && route.chain.hasResponsePhase) appended = appendedHeaders(res);
+    if (filtered instanceof LinesHeaders && !filtered.made) appended = plainAppends(filtered.appended, res.wire!);
+    else if (filtered !== null) appended = appendedHeaders(res);
     const listOnly = route.responseHeaders !== null || appended === null;
     if (res.wire === undefined || listOnly || !this.passLines(res, out)) {
+      // The list path: whatever the filters appended joins the upstream's list first.
+      if (filtered instanceof LinesHeaders) filtered.list();
       const extraHop = connectionTokens(getHeader(res.headers, "connection"));
       const wire = res.wire;
       let headers: HeaderList = [];

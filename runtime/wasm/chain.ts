@@ -3,6 +3,7 @@ import type { FilterRefConfig } from "../config/schema.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import type { FilterHeaders } from "../proxy/filter-headers.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import * as abi from "./abi.ts";
 import type { SyncCrypto } from "./crypto.ts";
@@ -253,7 +254,7 @@ export class FilterRuntime {
     return this.failed("request", new GuestFault(`action ${action} is not allowed in the request phase`), g);
   }
 
-  response(ctx: RequestContext, res: { status: number; headers: HeaderList }): ResponseOutcome | null {
+  response(ctx: RequestContext, res: { status: number; headers: FilterHeaders }): ResponseOutcome | null {
     const g = this.guest;
     if (g === null) return this.unavailable("response");
     (this.callsResponse ??= this.callCounter("response")).inc();
@@ -419,7 +420,7 @@ export class Chain implements FilterChain {
     return delay > 0 ? { kind: "delay", ms: delay } : CONTINUE;
   }
 
-  onResponse(ctx: RequestContext, res: { status: number; headers: HeaderList }): ResponseOutcome {
+  onResponse(ctx: RequestContext, res: { status: number; headers: FilterHeaders }): ResponseOutcome {
     const filters = ((ctx.pinned as ChainState | null | undefined) ?? this.state).response;
     for (let i = 0; i < filters.length; i++) {
       const out = filters[i]!.response(ctx, res);

@@ -10,6 +10,7 @@ import { Buffer } from "node:buffer";
 import type { Logger } from "../observability/log.ts";
 import type { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import type { FilterHeaders } from "../proxy/filter-headers.ts";
 import { TOKEN } from "../upstream/http1/response-parser.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import * as clock from "../platform/clock.ts";
@@ -152,7 +153,7 @@ export class Guest {
   // Per-call state. Set by the caller before a phase export, cleared after.
   ctx: RequestContext | null = null;
   body: Uint8Array | null = null;
-  resHeaders: HeaderList | null = null;
+  resHeaders: FilterHeaders | null = null;
   respondStatus = 0;
   respondHeaders: HeaderList | null = null;
   respondBody: Uint8Array<ArrayBuffer> | null = null;
@@ -302,30 +303,18 @@ export class Guest {
   /** header_set (`replace`: the first same-named header takes the value, later ones go) and header_add. */
   private putHeader(map: number, np: number, nl: number, vp: number, vl: number, replace: boolean): number {
     this.tick();
-    const list = this.headers(map);
-    if (list === null) return this.fail("no headers of that kind in this phase");
+    const headers = this.headers(map);
+    if (headers === null) return this.fail("no headers of that kind in this phase");
     const name = this.name(np, nl);
     if (name === null) return this.fail("invalid header name");
     const value = this.value(vp, vl);
     if (value === null) return this.fail("header values cannot contain CR, LF or NUL");
-    let at = -1;
-    if (replace) {
-      for (let i = 0; i < list.length; i++) {
-        if (list[i]![0] !== name) continue;
-        if (at < 0) {
-          at = i;
-          list[i] = [name, value];
-        } else {
-          list.splice(i, 1);
-          i--;
-        }
-      }
-    }
-    if (at < 0) list.push([name, value]);
+    if (replace) headers.set(name, value);
+    else headers.add(name, value);
     return 0;
   }
 
-  private headers(map: number): HeaderList | null {
+  private headers(map: number): FilterHeaders | null {
     if (map === abi.MAP_REQUEST) return this.ctx?.headers ?? null;
     if (map === abi.MAP_RESPONSE) return this.resHeaders;
     throw new GuestFault(`unknown header map ${map}`);
@@ -454,14 +443,11 @@ export class Guest {
         },
         header_get(map, np, nl, buf, cap) {
           g.tick();
-          const list = g.headers(map);
+          const headers = g.headers(map);
           const name = g.name(np, nl);
-          if (list === null || name === null) return -1;
-          for (let i = 0; i < list.length; i++) {
-            const h = list[i]!;
-            if (h[0] === name) return g.put(h[1], buf, cap);
-          }
-          return -1;
+          if (headers === null || name === null) return -1;
+          const value = headers.get(name);
+          return value === null ? -1 : g.put(value, buf, cap);
         },
         header_set(map, np, nl, vp, vl) {
           return g.putHeader(map, np, nl, vp, vl, true);
@@ -471,21 +457,14 @@ export class Guest {
         },
         header_remove(map, np, nl) {
           g.tick();
-          const list = g.headers(map);
+          const headers = g.headers(map);
           const name = g.name(np, nl);
-          if (list === null || name === null) return 0;
-          let removed = 0;
-          for (let i = list.length - 1; i >= 0; i--) {
-            if (list[i]![0] === name) {
-              list.splice(i, 1);
-              removed++;
-            }
-          }
-          return removed;
+          if (headers === null || name === null) return 0;
+          return headers.remove(name);
         },
         header_list(map, buf, cap) {
           g.tick();
-          const list = g.headers(map) ?? [];
+          const list = g.headers(map)?.list() ?? [];
           let need = 4 + list.length * 8;
           for (const [n, v] of list) need += (n.length + v.length) * 2;
           if (need > cap) return need;

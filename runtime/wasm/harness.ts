@@ -7,6 +7,7 @@ import { type ErrorCode, statusOf } from "../errors.ts";
 import { createLogger } from "../observability/log.ts";
 import { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import { ListHeaders } from "../proxy/filter-headers.ts";
 import { MAX_ATTEMPTS } from "../proxy/phases.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import type { Chain } from "./chain.ts";
@@ -192,7 +193,7 @@ export class FilterHarness {
       requestId: req.requestId ?? `test-${nextId++}`,
       method: req.method ?? "GET",
       target: req.path ?? "/",
-      headers: toList(req.headers),
+      headers: new ListHeaders(toList(req.headers)),
       clientAddress: req.clientAddress ?? "127.0.0.1",
       routeName: ROUTE,
       peerIdentity: req.peerIdentity ?? null,
@@ -208,7 +209,7 @@ export class FilterHarness {
     const buffered = chain.wantsBody > 0 && body !== null && body.length <= chain.wantsBody;
     ctx.replayable = body === null || body.length === 0 || buffered;
     const outcome = chain.onRequest(ctx, buffered ? body : null);
-    return { outcome, ctx, header: (name) => first(ctx.headers, name) };
+    return { outcome, ctx, header: (name) => first(ctx.headers.list(), name) };
   }
 
   /** Runs the response phase, for the request of `after` (or a fresh GET /). */
@@ -218,7 +219,7 @@ export class FilterHarness {
     const headers = res.headers !== undefined || err === null ? toList(res.headers) : [["x-mesh-error", err] as [string, string]];
     if (res.attempt !== undefined) ctx.attempt = res.attempt;
     ctx.upstreamError = err;
-    const outcome = this.chain.onResponse(ctx, { status: res.status ?? (err === null ? 200 : statusOf(err)), headers });
+    const outcome = this.chain.onResponse(ctx, { status: res.status ?? (err === null ? 200 : statusOf(err)), headers: new ListHeaders(headers) });
     return { outcome, headers, header: (name) => first(headers, name) };
   }
 
@@ -237,7 +238,7 @@ export class FilterHarness {
     if (request.outcome.kind === "respond" || request.outcome.kind === "fail") return result;
     const ctx = request.ctx;
     for (;;) {
-      const sent = { attempt: ctx.attempt, target: ctx.target, headers: ctx.headers.map(([n, v]) => [n, v] as [string, string]) };
+      const sent = { attempt: ctx.attempt, target: ctx.target, headers: ctx.headers.list().map(([n, v]) => [n, v] as [string, string]) };
       const response = this.response({ ...upstream(ctx.attempt), attempt: ctx.attempt }, request);
       result.attempts.push({ ...sent, response });
       const out = response.outcome;

@@ -3,6 +3,7 @@ import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Registry } from "../observability/metrics.ts";
 import type { RequestContext } from "../proxy/context.ts";
+import type { FilterHeaders } from "../proxy/filter-headers.ts";
 import type { HeaderList } from "../upstream/types.ts";
 
 export type Phase = "request" | "response";
@@ -86,7 +87,7 @@ export interface FilterChain {
    * Returns `continue`, `respond` (replace the response), `retry` (send the request again after a
    * delay) or `fail`.
    */
-  onResponse(ctx: RequestContext, res: { status: number; headers: HeaderList }): ResponseOutcome;
+  onResponse(ctx: RequestContext, res: { status: number; headers: FilterHeaders }): ResponseOutcome;
 }
 
 export type LoadResult = { ok: true } | { ok: false; error: string };

@@ -6,6 +6,7 @@ import { Registry } from "../../runtime/observability/metrics.ts";
 import { MAP_REQUEST } from "../../runtime/wasm/abi.ts";
 import { Guest } from "../../runtime/wasm/guest.ts";
 import type { RequestContext } from "../../runtime/proxy/context.ts";
+import { ListHeaders } from "../../runtime/proxy/filter-headers.ts";
 
 function setup() {
   const memory = new WebAssembly.Memory({ initial: 1 });
@@ -21,7 +22,7 @@ function setup() {
     return [ptr, s.length];
   };
   const headers: [string, string][] = [];
-  g.ctx = { headers } as unknown as RequestContext;
+  g.ctx = { headers: new ListHeaders(headers) } as unknown as RequestContext;
   const mesh = g.imports().mesh as Record<string, (...a: number[]) => number>;
   const set = (name: string, value: string) => mesh.header_set!(MAP_REQUEST, ...put(name), ...put(value));
   const lastError = () => {

@@ -8,6 +8,7 @@ import { validateConfig } from "../../runtime/config/load.ts";
 import { createLogger } from "../../runtime/observability/log.ts";
 import { Registry } from "../../runtime/observability/metrics.ts";
 import type { RequestContext } from "../../runtime/proxy/context.ts";
+import { ListHeaders } from "../../runtime/proxy/filter-headers.ts";
 import { FilterHarness, type HarnessFilter } from "../../runtime/wasm/harness.ts";
 import { createFilterHost } from "../../runtime/wasm/host.ts";
 import { buildFixtures, type Built } from "./fixtures.ts";
@@ -72,7 +73,7 @@ describe("request phase ABI", () => {
   test("gets, sets, adds, removes and lists headers in place", async () => {
     const h = await harness({ config: { mode: "echo" } });
     const r = h.request({ headers: [["x-copy-me", "hello"], ["X-Remove-Me", "1"], ["x-count", "stale"], ["x-add-twice", "1"], ["x-remove-me", "2"]] });
-    const headers = r.ctx.headers;
+    const headers = r.ctx.headers.list();
     expect(r.header("x-copied")).toBe("hello");
     expect(headers.some(([n]) => n === "x-remove-me")).toBe(false);
     // set replaces the existing value in its place rather than appending a second one
@@ -350,17 +351,17 @@ describe("hot load", () => {
       if (!cfg.ok) throw new Error(cfg.errors.join());
       expect(await host.applyConfig(cfg.config)).toEqual([]);
       const chain = host.chain("r")!;
-      const ctx = (): RequestContext => ({ requestId: "1", method: "GET", target: "/", headers: [], clientAddress: "", routeName: "r", peerIdentity: null, startedAt: 0, perTryTimeoutMs: 0, attempt: 1, upstreamError: null, replayable: true });
+      const ctx = (): RequestContext => ({ requestId: "1", method: "GET", target: "/", headers: new ListHeaders([]), clientAddress: "", routeName: "r", peerIdentity: null, startedAt: 0, perTryTimeoutMs: 0, attempt: 1, upstreamError: null, replayable: true });
       const c1 = ctx();
       chain.onRequest(c1, null);
-      expect(c1.headers).toEqual([]); // add-header with no config adds nothing
+      expect(c1.headers.list()).toEqual([]); // add-header with no config adds nothing
       // Write then rename, as `meshctl filter build` does.
       writeFileSync(join(dir, "hot.wasm.tmp"), readFileSync(w.kit));
       renameSync(join(dir, "hot.wasm.tmp"), join(dir, "hot.wasm"));
       await until(() => {
         const c = ctx();
         chain.onRequest(c, null);
-        return c.headers.some(([n]) => n === "x-count");
+        return c.headers.get("x-count") !== null;
       });
       expect(metrics.render()).toContain('mesh_filter_module_loads_total{module="hot",result="ok"} 1');
     } finally {
