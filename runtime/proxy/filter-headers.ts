@@ -8,6 +8,7 @@
 // makes the whole list (and the head is then rebuilt from it). ListHeaders is the same interface over a
 // plain list (heads that did not come from our parser, the test harness).
 import type { HeaderList } from "../upstream/types.ts";
+import { getHeader, withoutPairs } from "./headers.ts";
 
 export interface FilterHeaders {
   /** The first value of `name` (lower-case), or null. */
@@ -23,11 +24,6 @@ export interface FilterHeaders {
 }
 
 const NONE = Object.freeze([]) as unknown as HeaderList;
-
-function firstIn(list: HeaderList, name: string): string | null {
-  for (let i = 0; i < list.length; i++) if (list[i]![0] === name) return list[i]![1];
-  return null;
-}
 
 function setIn(list: HeaderList, name: string, value: string): void {
   let at = -1;
@@ -60,7 +56,7 @@ function removeIn(list: HeaderList, name: string): number {
 export class ListHeaders implements FilterHeaders {
   constructor(readonly headers: HeaderList) {}
   get(name: string): string | null {
-    return firstIn(this.headers, name);
+    return getHeader(this.headers, name);
   }
   set(name: string, value: string): void {
     setIn(this.headers, name, value);
@@ -122,15 +118,15 @@ export class LinesHeaders implements FilterHeaders {
       }
       if (names[i] === name) return i;
     }
-    return firstIn(this.extra(), name) !== null ? -2 : -1;
+    return getHeader(this.extra(), name) !== null ? -2 : -1;
   }
 
   get(name: string): string | null {
-    if (this.whole !== null) return firstIn(this.whole, name);
+    if (this.whole !== null) return getHeader(this.whole, name);
     const at = this.findOwn(name);
     if (at >= 0) return this.lines.value(at);
-    if (at === -2) return firstIn(this.extra(), name);
-    return firstIn(this.appended, name);
+    if (at === -2) return getHeader(this.extra(), name);
+    return getHeader(this.appended, name);
   }
 
   set(name: string, value: string): void {
@@ -149,17 +145,7 @@ export class LinesHeaders implements FilterHeaders {
 
   list(): HeaderList {
     if (this.whole !== null) return this.whole;
-    let list: HeaderList;
-    if (this.inPlace && this.drop === null) list = this.source.headers;
-    else {
-      const own = this.source.headers;
-      const drop = this.drop;
-      list = [];
-      for (let i = 0, d = 0; i < own.length; i++) {
-        if (drop !== null && drop[d] === i) d++;
-        else list.push(own[i]!);
-      }
-    }
+    const list = this.inPlace && this.drop === null ? this.source.headers : withoutPairs(this.source.headers, this.drop);
     for (const h of this.extra()) list.push(h);
     for (const h of this.appended) list.push(h);
     this.whole = list;

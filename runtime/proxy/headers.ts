@@ -60,6 +60,16 @@ export function getHeader(headers: HeaderList, name: string): string | null {
   return null;
 }
 
+/** A new list of `headers` without the pairs at the indices in `drop` (ascending; null: none). */
+export function withoutPairs(headers: HeaderList, drop: readonly number[] | null): HeaderList {
+  const out: HeaderList = [];
+  for (let i = 0, d = 0; i < headers.length; i++) {
+    if (drop !== null && drop[d] === i) d++;
+    else out.push(headers[i]!);
+  }
+  return out;
+}
+
 /** `lines` (header lines in wire form, each ending in CRLF) without the lines at the indices in `drop` (ascending). */
 export function withoutLines(lines: string, drop: readonly number[]): string {
   let out = "";

@@ -22,7 +22,7 @@ import { hashKeyOf } from "../upstream/balancers.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { LinesHeaders, ListHeaders, type FilterHeaders } from "./filter-headers.ts";
-import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines } from "./headers.ts";
+import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines, withoutPairs } from "./headers.ts";
 import { hasHiddenDotSegments, removeDotSegments } from "./path.ts";
 import { normalizeHost, type MatchInput } from "./router.ts";
 import type { ClusterRuntime, RouteRuntime, Snapshot } from "./snapshot.ts";
@@ -79,12 +79,7 @@ interface UpstreamHeaders {
 
 /** The client's headers that go upstream, then the added ones, as one list (for filters and header mutations). */
 function headerList(headers: HeaderList, up: UpstreamHeaders): HeaderList {
-  const drop = up.drop;
-  const out: HeaderList = [];
-  for (let i = 0, d = 0; i < headers.length; i++) {
-    if (drop !== null && drop[d] === i) d++;
-    else out.push(headers[i]!);
-  }
+  const out = withoutPairs(headers, up.drop);
   out.push(["x-forwarded-for", up.forwardedFor]);
   if (up.forwardedProto !== null) out.push(["x-forwarded-proto", up.forwardedProto]);
   if (up.forwardedHost !== null) out.push(["x-forwarded-host", up.forwardedHost]);
@@ -159,20 +154,30 @@ function appendedHeaders(res: UpstreamResponse): HeaderList | null {
   return list.length === n ? NO_HEADERS : plainAppends(list.slice(n), wire);
 }
 
+/** The client's header lines that go upstream and the forwarding ones, as the upstream client takes them. */
+function upstreamWire(wire: ParsedLines, up: UpstreamHeaders): NonNullable<UpstreamRequest["wire"]> {
+  return { lines: headerLines(wire.lines, up), high: wire.high, host: up.hasHost };
+}
+
 /**
  * A request's headers as its filters see them: the client's lines that go upstream, then the
  * forwarding headers (made as pairs only if a filter asks for one), then what filters append.
  */
 class RequestHeaders extends LinesHeaders {
   private forwarded: HeaderList | null = null;
+  private sent: UpstreamRequest["wire"] = null;
   constructor(
-    req: DownstreamRequest,
+    private readonly req: DownstreamRequest,
     private readonly up: UpstreamHeaders,
   ) {
     super(req.wire!, req, up.drop, false);
   }
   protected override extra(): HeaderList {
     return (this.forwarded ??= headerList(NO_HEADERS, this.up));
+  }
+  /** What goes upstream ahead of `appended` while the list is not made (the same for every attempt). */
+  upstreamLines(): NonNullable<UpstreamRequest["wire"]> {
+    return (this.sent ??= upstreamWire(this.req.wire!, this.up));
   }
 }
 
@@ -188,11 +193,6 @@ function plainAppends(appended: HeaderList, wire: ParsedLines): HeaderList | nul
     if (HOP_BY_HOP.has(name) || extraHop?.has(name) || name === "content-length" || name === "transfer-encoding" || name === "date") return null;
   }
   return appended;
-}
-
-/** The request's headers for its filters: over the client's lines when they can go upstream as lines. */
-function filterHeaders(req: DownstreamRequest, up: UpstreamHeaders, asLines: boolean, list: HeaderList): FilterHeaders {
-  return asLines ? new RequestHeaders(req, up) : new ListHeaders(list);
 }
 
 // Helpers that make closures live outside the per-request methods: a method that makes a closure
@@ -291,10 +291,6 @@ class Filtered extends Replying implements ResponseReceiver {
   timeoutKind: "per-try" | "route" = "route";
   /** A filter's own answer, while its delay runs. */
   answer: DownstreamResponse | null = null;
-  /** How the client's lines go upstream, when they can go as lines (headers is then a RequestHeaders). */
-  up: UpstreamHeaders | null = null;
-  /** Those lines with the forwarding ones, made on the first attempt that sends them. */
-  lines: string | null = null;
 
   constructor(
     private readonly proxy: Proxy,
@@ -470,7 +466,7 @@ export class Proxy {
     let wire: UpstreamRequest["wire"] = null;
     const asLines = req.wire !== null && route.requestHeaders === null;
     if (asLines) {
-      if (chain === null) wire = { lines: headerLines(req.wire.lines, up), high: req.wire.high, host: up.hasHost };
+      if (chain === null) wire = upstreamWire(req.wire, up);
     } else {
       upHeaders = headerList(req.headers, up);
       if (route.requestHeaders !== null) upHeaders = applyMutation(upHeaders, route.requestHeaders);
@@ -494,15 +490,14 @@ export class Proxy {
       );
       return;
     }
+    // Filters see the client's lines in place when those can go upstream as lines.
+    const headers: FilterHeaders = asLines ? new RequestHeaders(req, up) : new ListHeaders(upHeaders);
     if (chain.wantsBody > 0 && body !== null && bodyLength !== null && bodyLength <= chain.wantsBody) {
       // A filter reads the body: have it whole first (it can then also be sent again on a retry).
-      const f = new Filtered(this, req, x, route, chain, target, filterHeaders(req, up, asLines, upHeaders), null, bodyLength, reply);
-      if (asLines) f.up = up;
-      this.bufferBody(body, f);
+      this.bufferBody(body, new Filtered(this, req, x, route, chain, target, headers, null, bodyLength, reply));
       return;
     }
-    const f = new Filtered(this, req, x, route, chain, target, filterHeaders(req, up, asLines, upHeaders), body, bodyLength, reply);
-    if (asLines) f.up = up;
+    const f = new Filtered(this, req, x, route, chain, target, headers, body, bodyLength, reply);
     f.inHandler = true; // a filter may answer right away: the reply must still wait for handle() to return
     this.requestFilters(f, null);
     f.inHandler = false;
@@ -606,12 +601,10 @@ export class Proxy {
       // Headers filters only appended go after the client's lines as they came; any other change
       // made the whole list, which goes instead (rebuilt and checked header by header).
       const h = ctx.headers;
-      const up = f.up;
       let headers: HeaderList;
       let wire: UpstreamRequest["wire"] = null;
-      if (up !== null && h instanceof LinesHeaders && !h.made) {
-        const w = req.wire!;
-        wire = { lines: (f.lines ??= headerLines(w.lines, up)), high: w.high, host: up.hasHost };
+      if (h instanceof RequestHeaders && !h.made) {
+        wire = h.upstreamLines();
         headers = h.appended;
       } else headers = h.list();
       cluster.balancer.onStart(endpoint);

@@ -92,8 +92,12 @@ function decodeUnits(u8: Uint8Array, u16: Uint16Array, base: number, len: number
 // evict each other on every request ("x-api-key" and "ratelimit-reset" did: two decodes per request).
 // A hit is checked unit by unit, which also proves it valid (it was checked before it was stored), so
 // only a miss pays for the full check and the decode.
+function slotOf(hash: number): number {
+  return (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
+}
+
 function lookup(table: (string | undefined)[], u16: Uint16Array, base: number, len: number, hash: number, lower: boolean): string | null {
-  const first = (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
+  const first = slotOf(hash);
   if (sameUnits(table[first], u16, base, len, lower)) return table[first]!;
   const second = first ^ 1;
   if (sameUnits(table[second], u16, base, len, lower)) return table[second]!;
@@ -104,7 +108,7 @@ function store(table: (string | undefined)[], u8: Uint8Array, u16: Uint16Array, 
   let s = decodeUnits(u8, u16, base, len);
   if (lower) s = s.toLowerCase();
   if (len <= INTERN_MAX) {
-    const first = (hash ^ (hash >>> 11)) & (INTERN_SLOTS - 1);
+    const first = slotOf(hash);
     table[table[first] === undefined ? first : first ^ 1] = s;
   }
   return s;
@@ -275,8 +279,9 @@ export class Guest {
     if (ptr & 1) throw new GuestFault("misaligned string pointer");
     const u16 = this.u16;
     const base = ptr >>> 1;
-    const hash = len <= INTERN_MAX ? sampleHash(u16, base, len, false) : 0;
+    let hash = 0;
     if (len <= INTERN_MAX) {
+      hash = sampleHash(u16, base, len, false);
       const hit = lookup(VALUES, u16, base, len, hash, false);
       if (hit !== null) return hit;
     }

@@ -2,7 +2,6 @@
 import { ProxyError } from "../../errors.ts";
 import type { CancelSignal, Endpoint, ForwardOptions, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import { Connection, upstreamError, type ConnectionOwner, type PendingRequest } from "./connection.ts";
-import { beginTurn, endTurn } from "../../platform/clock.ts";
 import * as clock from "../../platform/clock.ts";
 import { IdlePool } from "./pool.ts";
 import { TimerSignal } from "./timeouts.ts";
@@ -115,7 +114,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
   private settledQueue: Pending[] = [];
   private readonly deliverSettled = (): void => {
     const queue = this.settledQueue;
-    beginTurn();
+    clock.beginTurn();
     // A receiver may settle another request as it runs: the loop reaches it too.
     for (let i = 0; i < queue.length; i++) {
       try {
@@ -126,7 +125,7 @@ class Http1Client implements UpstreamClient, ConnectionOwner {
         });
       }
     }
-    endTurn();
+    clock.endTurn();
     queue.length = 0;
   };
 
