@@ -265,7 +265,7 @@ export async function runMicroBenchmarks(ctx: MicroContext): Promise<MicroResult
     // Swap the header-only filter if built, else the first standard filter that is.
     const filter = [FILTERS.headerOnly, FILTERS.auth, FILTERS.rateLimit, FILTERS.retries, FILTERS.fault].find((f) => findFilterModule(f.name));
     if (!filter) {
-      hotSwap = { status: "skipped", reason: "no filter built yet (no filters/<name>/**/*.wasm)" };
+      hotSwap = { status: "skipped", reason: "no filter built yet (no filters/dist/<name>.wasm)" };
     } else {
       try {
         const peer = await startMeshwasm(peerCtx("micro-hotswap"), { runtime: "bun", filters: [filter] });

@@ -131,7 +131,7 @@ function unavailable(s: Scenario, tools: Tools): string | null {
       const unbuilt = names.filter((n) => filterState(n) === "source");
       const list = (xs: string[]) => (xs.length === 1 ? `filter ${xs[0]}` : `filters ${xs.join(", ")}`);
       if (unwritten.length > 0) return `${list(unwritten)} not written yet (no filters/<name>/assembly/)`;
-      if (unbuilt.length > 0) return `${list(unbuilt)} not built (no filters/<name>/**/*.wasm; npm run build:filters)`;
+      if (unbuilt.length > 0) return `${list(unbuilt)} not built (no filters/dist/<name>.wasm; npm run build:filters)`;
       return null;
     }
   }

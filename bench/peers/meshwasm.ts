@@ -16,10 +16,13 @@ export const FILTERS_DIR = resolve(process.env.BENCH_FILTERS_DIR ?? join(ROOT, "
 export const OVERRIDES = ["BENCH_PROXY_MAIN", "BENCH_FILTERS_DIR"].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
 
 /**
- * The built module of filter `name`: a `*.wasm` under filters/<name>/ (test fixtures excluded),
- * preferring one named `<name>.wasm`, or undefined while the filter is not built.
+ * The built module of filter `name`: filters/dist/<name>.wasm, where `npm run build:filters`
+ * (meshctl filter build --all) puts it; else a `*.wasm` under filters/<name>/ (a build with its own
+ * --out-dir; test fixtures excluded), preferring one named `<name>.wasm`. Undefined while not built.
  */
 export function findFilterModule(name: string): string | undefined {
+  const dist = join(FILTERS_DIR, "dist", `${name}.wasm`);
+  if (existsSync(dist)) return dist;
   const found: string[] = [];
   const walk = (dir: string) => {
     if (!existsSync(dir)) return;
