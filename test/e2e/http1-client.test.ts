@@ -721,6 +721,7 @@ describe("errors", () => {
     ["a broken header line", "HTTP/1.1 200 OK\r\nbroken header\r\n\r\n"],
     ["101 Switching Protocols", "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"],
     ["conflicting content-lengths", "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"],
+    ["bare LF line ends", "HTTP/1.1 200 OK\ncontent-length: 2\n\nok"],
   ])("rejects upstream_protocol_error for %s", async (_, wire) => {
     const server = answering(() => wire);
     const err = await rejection(client().request(server.endpoint, get(), OPTS));

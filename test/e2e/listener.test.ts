@@ -291,6 +291,26 @@ describe("downstream HTTP/1.1 listener", () => {
       test(`answers 400 bad_request and closes for ${what}`, () => expectRefused(`GET / HTTP/1.1\r\nHost: t\r\n${line}\r\n\r\n`, 400, "bad_request"));
     }
 
+    // Bare LF line ends: refused at once, not left to wait for a CRLFCRLF until the head timeout (408).
+    for (const [what, head] of [
+      ["every line", "GET /lf HTTP/1.1\nHost: t\n\n"],
+      ["the request line", "GET /lf HTTP/1.1\nHost: t\r\n"],
+      ["a header line, the head still incomplete", "GET /lf HTTP/1.1\r\nHost: t\nX-A: 1\r\n"],
+    ] as const) {
+      test(`answers 400 bad_request at once and closes for a bare LF ending ${what}`, () => expectRefused(head, 400, "bad_request"));
+    }
+
+    test("answers 400 bad_request for a bare LF in a head that arrives in two writes", async () => {
+      await withWire(p.port, async (w) => {
+        w.write("GET /lf HTTP/1.1\r\nHost: t\r\n");
+        await sleep(50);
+        w.write("X-A: 1\n\n");
+        const r = await w.response();
+        expectMeshError(r, 400, "bad_request");
+        expect(r.body).toContain("bare LF");
+      });
+    });
+
     test("answers 400 bad_request to an HTTP/1.1 request without Host", async () => {
       const before = seen.length;
       await withWire(p.port, async (w) => {

@@ -21,6 +21,7 @@ import { CancelSource } from "../../upstream/cancel.ts";
 import type { CancelSignal, HeaderList } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
+  BareLineFeed,
   HeadReader,
   LastHead,
   LengthDecoder,
@@ -289,12 +290,13 @@ class ServerConnection extends CancelSource implements SocketEvents {
     const limits = this.server.limits;
     // One reader per connection, kept between requests (it is empty after each head); a new one only
     // when a reload changed the limit, and never in the middle of a head.
-    if (this.reader === null || (!this.partial && this.reader.max !== limits.maxHeadBytes)) this.reader = new HeadReader(limits.maxHeadBytes);
+    if (this.reader === null || (!this.partial && this.reader.max !== limits.maxHeadBytes)) this.reader = new HeadReader(limits.maxHeadBytes, "request");
     let text: string | null;
     try {
       text = this.reader.push(chunk, start);
     } catch (err) {
       if (!(err instanceof ParseError)) throw err;
+      if (err instanceof BareLineFeed) return this.refuse(new ProxyError("downstream", "bad_request", err.message), null);
       // As nginx does: 414 when the request line alone does not fit, 431 when the headers do not.
       if (!this.reader.sawLineEnd(chunk, start)) {
         return this.refuse(new ProxyError("downstream", "uri_too_long", `request line exceeds limits.maxRequestHeaderBytes (${limits.maxHeadBytes})`), null);

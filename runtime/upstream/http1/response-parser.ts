@@ -11,6 +11,18 @@ export class ParseError extends Error {
 }
 
 /**
+ * A head whose lines end in a bare LF. RFC 9112 section 2.2 lets a recipient accept that, but a proxy
+ * that reads lines differently from the peer behind it invites request smuggling, so we refuse it,
+ * at once: waiting for a CRLFCRLF that will never come would answer only at the head timeout.
+ */
+export class BareLineFeed extends ParseError {
+  constructor(what: string) {
+    super(`${what} head has a line ending in a bare LF (lines must end in CRLF)`);
+    this.name = "BareLineFeed";
+  }
+}
+
+/**
  * The header lines of a head, requests and responses alike, as parseHeaderFields read them: checked,
  * indexed, and kept as the text they came in. Values become strings only when asked for (`value(i)`,
  * or `headers`, the whole list, made on first use): a pass-through request never needs most of them,
@@ -147,6 +159,20 @@ function findHeadEnd(b: Uint8Array, from: number, to: number, floor: number): nu
 }
 
 /**
+ * Whether b[from..to) has an LF not preceded by CR within the head that starts at b[head]. Only heads
+ * still incomplete are scanned: a complete one ends in CRLFCRLF, and the line parsers reject an LF
+ * inside it as a control character in a value.
+ */
+function hasBareLf(b: Uint8Array, head: number, from: number, to: number): boolean {
+  let i = b.indexOf(10, from);
+  while (i !== -1 && i < to) {
+    if (i === head || b[i - 1] !== 13) return true;
+    i = b.indexOf(10, i + 1);
+  }
+  return false;
+}
+
+/**
  * Collects one response head, which may arrive split over many chunks, up to `max` bytes. The usual
  * case, a head inside one chunk, is decoded straight from that chunk without copying.
  */
@@ -156,7 +182,11 @@ export class HeadReader {
   private buf: Uint8Array | null = null;
   private len = 0;
 
-  constructor(readonly max: number) {}
+  /** `what`: "request" or "response", for error messages. */
+  constructor(
+    readonly max: number,
+    private readonly what = "response",
+  ) {}
 
   /** Forget a partial head, e.g. before the next response on the connection. */
   reset(): void {
@@ -174,6 +204,7 @@ export class HeadReader {
         return latin1Slice.call(chunk, start, end);
       }
       if (available >= this.max) throw new ParseError(`response head is larger than ${this.max} bytes`);
+      if (hasBareLf(chunk, start, start, start + available)) throw new BareLineFeed(this.what);
     }
     if (available === 0) return null;
 
@@ -191,6 +222,7 @@ export class HeadReader {
       return latin1Slice.call(buf, 0, end);
     }
     if (this.len >= this.max) throw new ParseError(`response head is larger than ${this.max} bytes`);
+    if (hasBareLf(buf, 0, Math.max(0, prev - 1), this.len)) throw new BareLineFeed(this.what);
     this.end = chunk.length;
     return null;
   }
