@@ -138,12 +138,32 @@ clusters:
   return { run, stop: () => proxy.shutdown(0), label };
 }
 
+/**
+ * ALLOC=1: objects the heap holds more of after 1,000 more requests, per request, by type: what a
+ * request allocates (Bun only; no collection may run in between, so read it as an estimate).
+ */
+async function allocations(s: { run: (n: number) => Promise<number> }): Promise<void> {
+  const { heapStats } = await import("bun:jsc");
+  const N = 1000;
+  Bun.gc(true);
+  const before = heapStats().objectTypeCounts as Record<string, number>;
+  await s.run(N);
+  const after = heapStats().objectTypeCounts as Record<string, number>;
+  const rows = Object.keys(after)
+    .map((k) => [k, ((after[k] ?? 0) - (before[k] ?? 0)) / N] as const)
+    .filter(([, n]) => n >= 0.5)
+    .sort((a, b) => b[1] - a[1]);
+  const total = rows.reduce((t, [, n]) => t + n, 0);
+  console.log(`objects per request: ${total.toFixed(1)} (${rows.map(([k, n]) => `${k} ${n.toFixed(1)}`).join(", ")})`);
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const roots = [HERE, ...argv.slice(2).map((p) => resolve(p))];
 const setups = [];
 for (const root of roots) setups.push(await setup(root));
 for (const s of setups) await s.run(REQUESTS); // warm-up: JIT tiers
+if (env.ALLOC) await allocations(setups[0]!);
 const results: number[][] = roots.map(() => []);
 for (let r = 0; r < ROUNDS; r++) {
   // Alternate which checkout goes first, so neither always runs right after the other.
