@@ -99,6 +99,11 @@ const Route = v.strictObject({
   rewrite: v.optional(v.strictObject({ prefix: path })),
   requestHeaders: v.optional(HeaderMutation),
   responseHeaders: v.optional(HeaderMutation),
+  /**
+   * Protocols a client may switch to through this route (HTTP/1.1 Upgrade, then a byte tunnel once
+   * the upstream answers 101). [] turns it off: the Upgrade header is then dropped like any hop-by-hop one.
+   */
+  upgrades: v.optional(v.array(v.pipe(v.string(), v.regex(/^[a-z0-9!#$%&'*+.^_`|~-]+$/, "expected a lower-case protocol token such as websocket"))), ["websocket"]),
   /** Shorthand for backends: [{ cluster, weight: 1 }]. */
   cluster: v.optional(name),
   backends: v.optional(v.pipe(v.array(Backend), v.minLength(1, "expected at least one backend"))),

@@ -5,7 +5,7 @@
 // the fetch adapter (listener/fetch.ts) that runs the same phases behind a Hono app on the runtime's
 // fetch-style server.
 import type { ClientInfo } from "../platform/types.ts";
-import type { CancelSignal, HeaderList, ParsedLines, WireLines } from "../upstream/types.ts";
+import type { CancelSignal, HeaderList, ParsedLines, Tunnel, WireLines } from "../upstream/types.ts";
 
 export interface DownstreamRequest {
   readonly method: string;
@@ -28,6 +28,8 @@ export interface DownstreamRequest {
   readonly client: ClientInfo;
   /** Aborts when the client goes away before this request's response is out; null if the listener cannot tell. */
   readonly signal: CancelSignal | null;
+  /** The listener can switch this connection to another protocol (a 101 with `tunnel`); absent: it cannot. */
+  readonly canSwitch?: boolean;
 }
 
 export interface DownstreamResponse {
@@ -59,6 +61,12 @@ export interface DownstreamResponse {
   headroom?: boolean;
   /** Or a streamed body. Both null: no body. */
   stream: ReadableStream<Uint8Array> | null;
+  /**
+   * With status 101: the upstream side of the switched connection. The listener writes the head with
+   * `connection: upgrade` and `upgrade: <tunnel.protocol>`, then relays bytes both ways until one side
+   * closes. Only for a request whose `canSwitch` is true.
+   */
+  tunnel?: Tunnel | null;
 }
 
 /**

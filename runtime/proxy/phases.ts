@@ -75,6 +75,11 @@ interface UpstreamHeaders {
   readonly requestId: string | null;
   /** A Host header is among those kept. */
   readonly hasHost: boolean;
+  /**
+   * The client's Upgrade value when it asks to switch protocols and may (the listener can switch, a
+   * GET without a body, every protocol offered allowed on the route): sent on with `connection: upgrade`.
+   */
+  upgrade: string | null;
 }
 
 /** The client's headers that go upstream, then the added ones, as one list (for filters and header mutations). */
@@ -84,6 +89,7 @@ function headerList(headers: HeaderList, up: UpstreamHeaders): HeaderList {
   if (up.forwardedProto !== null) out.push(["x-forwarded-proto", up.forwardedProto]);
   if (up.forwardedHost !== null) out.push(["x-forwarded-host", up.forwardedHost]);
   if (up.requestId !== null) out.push(["x-request-id", up.requestId]);
+  if (up.upgrade !== null) out.push(["connection", "upgrade"], ["upgrade", up.upgrade]);
   return out;
 }
 
@@ -97,6 +103,7 @@ function headerLines(lines: string, up: UpstreamHeaders): string {
   if (up.forwardedProto !== null) out += "x-forwarded-proto: " + up.forwardedProto + "\r\n";
   if (up.forwardedHost !== null) out += "x-forwarded-host: " + up.forwardedHost + "\r\n";
   if (up.requestId !== null) out += "x-request-id: " + up.requestId + "\r\n";
+  if (up.upgrade !== null) out += "connection: upgrade\r\nupgrade: " + up.upgrade + "\r\n";
   return out;
 }
 
@@ -111,6 +118,24 @@ function listBytes(list: HeaderList): number {
   let bytes = 0;
   for (const h of list) bytes += h[0].length + h[1].length + 4;
   return bytes;
+}
+
+/** Whether every protocol an Upgrade value offers ("websocket", "foo/2, bar") is one the route allows. */
+function upgradeAllowed(value: string, allowed: ReadonlySet<string>): boolean {
+  if (allowed.size === 0) return false;
+  for (const part of value.split(",")) {
+    const item = part.trim().toLowerCase();
+    const slash = item.indexOf("/");
+    if (!allowed.has(slash === -1 ? item : item.slice(0, slash))) return false;
+  }
+  return true;
+}
+
+/** Lets go of an upstream response nobody will send: its body, or its switched connection. */
+function discard(res: UpstreamResponse | null): void {
+  if (res === null) return;
+  if (res.body) void res.body.cancel().catch(() => {});
+  res.tunnel?.destroy();
 }
 
 /** Shared empty list for responses whose headers all travel as lines: never added to. */
@@ -291,6 +316,8 @@ class Filtered extends Replying implements ResponseReceiver {
   timeoutKind: "per-try" | "route" = "route";
   /** A filter's own answer, while its delay runs. */
   answer: DownstreamResponse | null = null;
+  /** The request asks to switch protocols (UpstreamRequest.upgrade). */
+  upgrade = false;
 
   constructor(
     private readonly proxy: Proxy,
@@ -443,6 +470,7 @@ export class Proxy {
     if (matched === null) throw new ProxyError("downstream", "no_route", `no route for ${x.method} ${path}`);
     const route = matched.value;
     x.route = route;
+    if (up.upgrade !== null && !upgradeAllowed(up.upgrade, route.upgrades)) up.upgrade = null;
 
     // 1 (body). The length is known up front when the client sent Content-Length.
     const limit = snap.config.limits.maxRequestBodyBytes;
@@ -484,7 +512,7 @@ export class Proxy {
       // No promise from here to the reply: the client tells one Forwarding object how it went.
       this.deps.client.send(
         endpoint,
-        { method: x.method, target, headers: upHeaders, wire, body, bodyLength: body === null ? null : bodyLength },
+        { method: x.method, target, headers: upHeaders, wire, body, bodyLength: body === null ? null : bodyLength, upgrade: up.upgrade !== null },
         forwardOptions(cluster, timeoutMs, req.signal, true),
         new Forwarding(this, req, x, route, endpoint, now, timeoutMs, reply),
       );
@@ -498,6 +526,7 @@ export class Proxy {
       return;
     }
     const f = new Filtered(this, req, x, route, chain, target, headers, body, bodyLength, reply);
+    f.upgrade = up.upgrade !== null;
     f.inHandler = true; // a filter may answer right away: the reply must still wait for handle() to return
     this.requestFilters(f, null);
     f.inHandler = false;
@@ -511,6 +540,7 @@ export class Proxy {
       this.answered(x.cluster!, f.endpoint, f.started, res);
       out = this.downstreamResponse(f.route, x, res, null);
     } catch (err) {
+      res.tunnel?.destroy();
       return f.respond(this.failed(f.req, x, err));
     }
     f.respond(this.finish(x, out, null));
@@ -612,7 +642,7 @@ export class Proxy {
       // them); the client's own resend of a keep-alive race is then done in afterAttempt, once.
       this.deps.client.send(
         endpoint,
-        { method: x.method, target: ctx.target, headers, wire, body, bodyLength },
+        { method: x.method, target: ctx.target, headers, wire, body, bodyLength, upgrade: f.upgrade },
         forwardOptions(cluster, f.timeoutMs, req.signal, !f.chain.hasResponsePhase),
         f,
       );
@@ -661,13 +691,13 @@ export class Proxy {
         res === null ? new ListHeaders([["x-mesh-error", failure!.code]]) : res.wire !== undefined ? new LinesHeaders(res.wire, res, null, true) : new ListHeaders(res.headers);
       const out = chain.onResponse(ctx, { status: res === null ? failure!.status : res.status, headers });
       if (out.kind === "retry" && ctx.replayable && ctx.attempt < MAX_ATTEMPTS && f.deadline - clock.now() > out.delayMs) {
-        if (res?.body) void res.body.cancel().catch(() => {});
+        discard(res);
         ctx.attempt++;
         if (out.delayMs > 0) return this.later(out.delayMs, f, ATTEMPT);
         return this.attempt(f);
       }
       if (out.kind === "respond" || out.kind === "fail") {
-        if (res?.body) void res.body.cancel().catch(() => {});
+        discard(res);
         if (out.kind === "fail") throw filterFailure(out);
         x.bytesOut = out.body.byteLength;
         return this.filterAnswered(f, out);
@@ -682,6 +712,7 @@ export class Proxy {
       // 8. downstream response
       f.respond(this.finish(x, this.downstreamResponse(route, x, res!, headers), null));
     } catch (err) {
+      res?.tunnel?.destroy();
       f.respond(this.failed(f.req, x, err));
     }
   }
@@ -732,10 +763,12 @@ export class Proxy {
     let hasFwdHost = false;
     let requestId = "";
     let host = "";
+    let upgrade: string | null = null;
     for (let i = 0; i < names.length; i++) {
       const name = names[i]!;
       if (HOP_BY_HOP.has(name) || (extraHop !== null && extraHop.has(name))) {
         (drop ??= []).push(i);
+        if (name === "upgrade" && upgrade === null) upgrade = view.value(i);
         continue;
       }
       switch (name) {
@@ -778,6 +811,8 @@ export class Proxy {
       forwardedHost: hasFwdHost || host === "" ? null : host,
       requestId: requestId === "" ? x.requestId : null,
       hasHost,
+      // Checked against the route once there is one (run()).
+      upgrade: upgrade !== null && upgrade !== "" && req.canSwitch === true && extraHop?.has("upgrade") === true && x.method === "GET" && req.body === null ? upgrade : null,
     };
   }
 
@@ -843,6 +878,7 @@ export class Proxy {
   /** `filtered`: the headers as the response filters left them, when the route has any. */
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse, filtered: FilterHeaders | null): DownstreamResponse {
     const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, headroom: false, stream: null };
+    if (res.tunnel != null) out.tunnel = res.tunnel;
     // Response filters may have changed the headers (rate-limit adds its own). When all they did was
     // append headers, the upstream's lines still go as they came, with those after them.
     let appended: HeaderList | null = NO_HEADERS;

@@ -23,6 +23,8 @@ export interface RouteRuntime {
   readonly rewrite: { readonly from: string; readonly to: string } | null;
   readonly requestHeaders: HeaderMutation | null;
   readonly responseHeaders: HeaderMutation | null;
+  /** Protocols a client may switch to (lower case): `upgrades` in the config. */
+  readonly upgrades: ReadonlySet<string>;
   /** The route's filter chain; null when it has none (no cost on the hot path). */
   readonly chain: FilterChain | null;
   /** Choose a backend cluster by weight. `r` is a random number in [0, 1). */
@@ -84,6 +86,7 @@ function buildRoute(r: RouteConfig, clusters: ReadonlyMap<string, ClusterRuntime
     rewrite: r.rewrite && prefix !== null ? { from: prefix, to: r.rewrite.prefix } : null,
     requestHeaders: compileMutation(r.requestHeaders),
     responseHeaders: compileMutation(r.responseHeaders),
+    upgrades: new Set(r.upgrades),
     chain,
     pickCluster,
   };

@@ -57,6 +57,38 @@ export interface UpstreamRequest {
   body: ReadableStream<Uint8Array> | null;
   /** Body length when known (from the client's Content-Length); null means send chunked. */
   bodyLength: number | null;
+  /**
+   * The request asks to switch protocols (its headers carry `connection: upgrade` and `upgrade`):
+   * a `101 Switching Protocols` answer then resolves with a `tunnel` instead of failing as a
+   * protocol error, and the connection leaves the pool for good.
+   */
+  upgrade?: boolean;
+}
+
+/**
+ * The upstream side of a switched connection (after a 101): raw bytes both ways. Bytes that arrive
+ * before start() are held and handed over first.
+ */
+export interface Tunnel {
+  /** The protocol the upstream switched to: its Upgrade header, as sent. */
+  readonly protocol: string;
+  /** From now on the upstream's bytes, its drain and its close go to `events`. Call once. */
+  start(events: TunnelEvents): void;
+  /** Sends bytes to the upstream; false when they were queued (wait for onDrain). */
+  write(data: Uint8Array): boolean;
+  pause(): void;
+  resume(): void;
+  /** FIN once queued bytes are out. */
+  close(): void;
+  /** Close now (RST where the runtime allows). */
+  destroy(): void;
+}
+
+/** What a tunnel's upstream side reports; onClose at most once, never after close()/destroy(). */
+export interface TunnelEvents {
+  onData(chunk: Uint8Array): void;
+  onDrain(): void;
+  onClose(error: Error | null): void;
 }
 
 export interface UpstreamResponse {
@@ -90,6 +122,8 @@ export interface UpstreamResponse {
    * is how many body bytes were delivered. Called at most once, never for `blob` or bodyless responses.
    */
   onBodyEnd?: ((bytes: number, error: unknown) => void) | null;
+  /** A 101 to a request sent with `upgrade`: the switched connection. Whoever gets it must start or destroy it. */
+  readonly tunnel?: Tunnel | null;
 }
 
 /** The part of AbortSignal the client uses; an AbortSignal is one. */

@@ -66,6 +66,35 @@ Deno.test("proxies a request with its body, path and query, adding forwarding he
   }
 });
 
+Deno.test("proxies a WebSocket: handshake, messages both ways and the close", async () => {
+  const ac = new AbortController();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} }, (req: Request) => {
+    const greeting = `hello ${new URL(req.url).pathname} ${req.headers.get("x-added")}`; // the request closes at the switch
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => socket.send(greeting);
+    socket.onmessage = (e: MessageEvent) => socket.send(`echo ${e.data}`);
+    return response;
+  });
+  const proxy = new MeshProxy({ log: createLogger({ level: "error" }) });
+  await proxy.startFromText(config(server.addr.port), "deno-test");
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${proxy.ports().listeners[0]}/live`);
+    const got: string[] = [];
+    const closed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+    ws.onmessage = (e) => {
+      got.push(String(e.data));
+      if (got.length === 1) ws.send("ping");
+      else ws.close(1000);
+    };
+    assertEquals(await closed, 1000, "close code");
+    assertEquals(got, ["hello /live yes", "echo ping"], "messages");
+  } finally {
+    await proxy.shutdown(0);
+    ac.abort();
+    await server.finished;
+  }
+});
+
 Deno.test("answers 503 upstream_refused with the JSON error body", async () => {
   const up = startUpstream();
   const port0 = up.port;

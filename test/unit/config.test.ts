@@ -24,6 +24,7 @@ describe("config", () => {
     expect(c.admin).toEqual({ enabled: true, address: "127.0.0.1", port: 9901 });
     expect(c.routes[0]!.match.path).toEqual({ prefix: "/" });
     expect(c.routes[0]!.timeoutMs).toBe(15000);
+    expect(c.routes[0]!.upgrades).toEqual(["websocket"]);
     expect(c.clusters[0]!.lb.policy).toBe("round_robin");
     expect(c.limits.maxRequestHeaderBytes).toBe(16384);
   });
@@ -77,6 +78,21 @@ routes: [{ name: r, cluster: c }]
 clusters: [{ name: c, endpoints: ["127.0.0.1:1"], lb: { policy: ring_hash } }]
 `);
     expect(e).toEqual(["clusters[0]: lb.hashOn is required when lb.policy is ring_hash"]);
+  });
+
+  test("takes a route's upgrades as lower-case protocol tokens, [] included", () => {
+    expect(ok(`
+routes: [{ name: r, cluster: c, upgrades: [] }]
+clusters: [{ name: c, endpoints: ["127.0.0.1:1"] }]
+`).routes[0]!.upgrades).toEqual([]);
+    const e = errors(`
+routes: [{ name: r, cluster: c, upgrades: [websocket, WebSocket, "h2c x"] }]
+clusters: [{ name: c, endpoints: ["127.0.0.1:1"] }]
+`);
+    expect(e).toEqual([
+      "routes[0].upgrades[1]: expected a lower-case protocol token such as websocket",
+      "routes[0].upgrades[2]: expected a lower-case protocol token such as websocket",
+    ]);
   });
 
   test("requires a prefix match for a prefix rewrite", () => {

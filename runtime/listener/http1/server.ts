@@ -18,7 +18,7 @@ import { platform } from "../../platform/index.ts";
 import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
 import { CancelSource } from "../../upstream/cancel.ts";
-import type { CancelSignal, HeaderList } from "../../upstream/types.ts";
+import type { CancelSignal, HeaderList, Tunnel, TunnelEvents } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
   BareLineFeed,
@@ -74,6 +74,8 @@ export interface Http1Server {
 const HEAD = 0;
 const ACTIVE = 1;
 const CLOSED = 2;
+/** After a 101: bytes go both ways as they are (TunnelRelay), no HTTP any more. */
+const TUNNEL = 3;
 
 /** Request body bytes buffered ahead of the consumer before the socket stops reading. */
 const BODY_HIGH_WATER = 16 * 1024;
@@ -189,6 +191,10 @@ class Http1Request implements DownstreamRequest {
   get headers(): HeaderList {
     return this.wire.headers;
   }
+  /** This listener can switch a connection to a tunnel (a 101 response with `tunnel`). */
+  get canSwitch(): boolean {
+    return true;
+  }
 }
 
 /**
@@ -221,6 +227,8 @@ class ServerConnection extends CancelSource implements SocketEvents {
   private streaming: ReadableStreamDefaultReader<Uint8Array> | null = null;
   /** The client half-closed: after the requests it already sent, close. */
   private peerEnded = false;
+  /** In TUNNEL state: the relay to the upstream. */
+  private relay: TunnelRelay | null = null;
 
   constructor(
     private readonly server: Server,
@@ -237,7 +245,10 @@ class ServerConnection extends CancelSource implements SocketEvents {
 
   onData(chunk: Uint8Array): void {
     if (this.state === HEAD) return this.parse(chunk, 0);
-    if (this.state !== ACTIVE) return;
+    if (this.state !== ACTIVE) {
+      if (this.state === TUNNEL) this.relay!.fromClient(chunk);
+      return;
+    }
     const body = this.body;
     let start = 0;
     if (body !== null && !body.done) {
@@ -258,6 +269,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
   onEnd(): void {
     if (this.state === CLOSED) return;
     this.peerEnded = true;
+    if (this.state === TUNNEL) return this.relay!.clientEnded();
     if (this.state === HEAD) return this.close(); // a head not complete now never will be
     const body = this.body;
     if (body !== null && !body.done) {
@@ -269,6 +281,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
 
   onClose(_error: Error | null): void {
     if (this.state === CLOSED) return;
+    if (this.state === TUNNEL) this.relay!.clientClosed();
     const answering = this.state === ACTIVE;
     this.state = CLOSED;
     this.server.forget(this);
@@ -471,6 +484,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
   readonly respond = (res: DownstreamResponse): void => {
     if (this.state === CLOSED) {
       if (res.stream !== null) void res.stream.cancel("downstream closed").catch(() => {});
+      res.tunnel?.destroy();
       return;
     }
     if (this.server.draining) this.keepAlive = false;
@@ -531,7 +545,11 @@ class ServerConnection extends CancelSource implements SocketEvents {
     } else if (!hasLength && !bodyless) {
       head += "content-length: 0\r\n";
     }
-    if (!this.keepAlive) head += "connection: close\r\n";
+    const tunnel = res.tunnel;
+    if (tunnel != null) {
+      if (!latin1 || !isLatin1(tunnel.protocol)) latin1 = false;
+      head += `connection: upgrade\r\nupgrade: ${tunnel.protocol}\r\n`;
+    } else if (!this.keepAlive) head += "connection: close\r\n";
     else if (this.minor === 0) head += "connection: keep-alive\r\n";
     head += "\r\n";
 
@@ -564,9 +582,47 @@ class ServerConnection extends CancelSource implements SocketEvents {
     // chunks, even once dead, they made every young collection promote them, and a 64 KiB body per
     // request then forced a full collection every few young ones (9 -> 5 us of GC per request).
     if (chunks !== null) chunks.length = 0;
+    if (tunnel != null) return this.switchTo(tunnel);
     if (stream !== null) return this.pump(stream.getReader(), chunked);
     this.whenWritable(this.afterResponse);
   };
+
+  /**
+   * The 101 is written: from here the connection carries the new protocol, relayed as bytes both ways.
+   * Bytes the client sent behind its request head were held as pipelined: they go first.
+   */
+  private switchTo(tunnel: Tunnel): void {
+    this.state = TUNNEL;
+    this.deadline = 0;
+    this.body = null;
+    this.head = null;
+    const relay = new TunnelRelay(this, tunnel);
+    this.relay = relay;
+    const pending = this.takePending();
+    tunnel.start(relay);
+    if (pending !== null) for (const chunk of pending) if (this.state === TUNNEL) relay.fromClient(chunk);
+    if (this.peerEnded && this.state === TUNNEL) relay.clientEnded();
+  }
+
+  /** Bytes held while a request was answered, handed over; reading goes on if it was paused for them. */
+  private takePending(): Uint8Array[] | null {
+    const pending = this.pending;
+    this.pending = null;
+    this.pendingBytes = 0;
+    if (this.readPaused) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+    return pending;
+  }
+
+  /** For the relay: sends to the client; false when queued (`then` runs once it drained). */
+  sendToClient(chunk: Uint8Array, then: () => void): boolean {
+    this.write(chunk);
+    if (!this.blocked) return true;
+    this.whenWritable(then);
+    return false;
+  }
 
   /** Streams a response body to the client, one chunk at a time, waiting for the socket between chunks. */
   private pump(reader: ReadableStreamDefaultReader<Uint8Array>, chunked: boolean): void {
@@ -630,13 +686,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
     this.state = HEAD;
     this.partial = false;
     this.deadline = this.server.idleDeadline();
-    const pending = this.pending;
-    this.pending = null;
-    this.pendingBytes = 0;
-    if (this.readPaused) {
-      this.readPaused = false;
-      this.socket.resume();
-    }
+    const pending = this.takePending();
     if (pending === null) {
       if (this.peerEnded) this.close();
       return;
@@ -763,6 +813,66 @@ class Server implements Http1Server {
     // Connections still answering close after their response; keep their head timeouts running meanwhile.
     this.sweeper = setInterval(() => this.sweep(), this.tick);
     return new Promise<void>((resolve) => this.emptied.push(resolve));
+  }
+}
+
+/**
+ * Both directions of a switched connection (a WebSocket, say): what one side sends goes to the
+ * other; a side that cannot take more pauses reading from the other until it drains. An end on one
+ * side ends the other once what was queued for it is out; a reset resets it.
+ */
+class TunnelRelay implements TunnelEvents {
+  /** Bytes to the upstream are queued: the client's side is paused until the upstream drains. */
+  private upstreamBlocked = false;
+  /** The client ended while bytes to the upstream were queued: close the upstream once they are out. */
+  private closeUpstreamAfterDrain = false;
+  /** The client ended: its side closing is ours, not a reset to pass on. */
+  private clientEnding = false;
+  private readonly resumeUpstream = (): void => this.tunnel.resume();
+
+  constructor(
+    private readonly conn: ServerConnection,
+    private readonly tunnel: Tunnel,
+  ) {}
+
+  fromClient(chunk: Uint8Array): void {
+    countStreamed(chunk.byteLength);
+    if (!this.tunnel.write(chunk) && !this.upstreamBlocked) {
+      this.upstreamBlocked = true;
+      this.conn.socket.pause();
+    }
+  }
+
+  /** The client sent FIN. Half-closed tunnels are not kept: the upstream gets its FIN, and the client's side closes. */
+  clientEnded(): void {
+    this.clientEnding = true;
+    if (this.upstreamBlocked) this.closeUpstreamAfterDrain = true;
+    else this.tunnel.close();
+    this.conn.close();
+  }
+
+  clientClosed(): void {
+    // After the client's FIN, bytes still queued for the upstream go before its close (onDrain).
+    if (!this.clientEnding) this.tunnel.destroy();
+  }
+
+  // TunnelEvents: the upstream side
+
+  onData(chunk: Uint8Array): void {
+    countStreamed(chunk.byteLength);
+    if (!this.conn.sendToClient(chunk, this.resumeUpstream)) this.tunnel.pause();
+  }
+
+  onDrain(): void {
+    if (!this.upstreamBlocked) return;
+    this.upstreamBlocked = false;
+    if (this.closeUpstreamAfterDrain) this.tunnel.close();
+    else this.conn.socket.resume();
+  }
+
+  onClose(error: Error | null): void {
+    if (error !== null) this.conn.destroy();
+    else this.conn.close(); // after what is queued for the client
   }
 }
 

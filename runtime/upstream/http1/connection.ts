@@ -1,6 +1,6 @@
 // One keep-alive HTTP/1.1 connection to one endpoint, carrying one request/response exchange at a time.
 import { ProxyError, type ErrorCode } from "../../errors.ts";
-import type { CancelSignal, HeaderList, UpstreamRequest, UpstreamResponse } from "../types.ts";
+import type { CancelSignal, HeaderList, Tunnel, TunnelEvents, UpstreamRequest, UpstreamResponse } from "../types.ts";
 import type { BodyFraming, RequestHead } from "./request-head.ts";
 import {
   ChunkedDecoder,
@@ -141,6 +141,7 @@ class StreamedResponse implements UpstreamResponse {
   constructor(
     readonly wire: ResponseHead,
     readonly body: ReadableStream<Uint8Array> | null,
+    readonly tunnel: Tunnel | null = null,
   ) {
     this.status = wire.status;
     this.statusText = wire.statusText;
@@ -188,6 +189,8 @@ export class Connection implements SocketEvents, BodySink {
   closed = false;
   idleSince = 0;
   private ex: Exchange | null = null;
+  /** After a 101: the connection is a tunnel, and its socket's events go there. */
+  private tunnel: UpstreamTunnel | null = null;
   private needDrain = false;
   private drained: (() => void) | null = null;
   private readonly heads: HeadReader;
@@ -247,6 +250,7 @@ export class Connection implements SocketEvents, BodySink {
   onData(chunk: Uint8Array): void {
     const ex = this.ex;
     if (ex === null) {
+      if (this.tunnel !== null) return this.tunnel.data(chunk);
       // Bytes nobody asked for: the upstream is out of step with us, so it cannot have the next request.
       this.shut(true);
       this.owner.forget(this);
@@ -320,6 +324,7 @@ export class Connection implements SocketEvents, BodySink {
   }
 
   onDrain(): void {
+    if (this.tunnel !== null) return this.tunnel.drain();
     this.needDrain = false;
     const drained = this.drained;
     this.drained = null;
@@ -332,6 +337,7 @@ export class Connection implements SocketEvents, BodySink {
     this.onDrain(); // wake a body pump so it sees the close
     const ex = this.ex;
     if (ex === null) {
+      if (this.tunnel !== null) return this.tunnel.ended(error);
       this.owner.forget(this);
       return;
     }
@@ -369,10 +375,28 @@ export class Connection implements SocketEvents, BodySink {
         this.onHead(ex, head);
         return off;
       }
-      if (head.status === 101) throw new ParseError("101 Switching Protocols is not supported");
+      if (head.status === 101) {
+        if (!ex.req.upgrade) throw new ParseError("101 Switching Protocols to a request that did not ask to upgrade");
+        this.switched(ex, head, off < chunk.length ? chunk.subarray(off) : null);
+        return -1;
+      }
       // Interim responses (100 Continue, 103 Early Hints, ...) are for us, not for the caller.
       if (head.status === 100 && ex.continueTimer !== null) this.startBody(ex);
     }
+  }
+
+  /**
+   * A 101 to an upgrade request: the exchange ends here, and the connection becomes a tunnel that
+   * never returns to the pool. `early`: bytes of the new protocol that came right behind the head.
+   */
+  private switched(ex: Exchange, head: ResponseHead, early: Uint8Array | null): void {
+    const protocol = head.headers.find(([name]) => name === "upgrade")?.[1];
+    if (protocol === undefined || protocol === "") throw new ParseError("101 Switching Protocols without an Upgrade header");
+    ex.phase = DONE;
+    this.endExchange(ex);
+    const tunnel = new UpstreamTunnel(this, protocol, early);
+    this.tunnel = tunnel;
+    ex.pending.settle(new StreamedResponse(head, null, tunnel));
   }
 
   /** Takes in the final head: keep-alive and body framing. The caller delivers it. */
@@ -587,6 +611,11 @@ export class Connection implements SocketEvents, BodySink {
     }
   }
 
+  /** Close now, whatever is going on (a tunnel's end). */
+  destroy(): void {
+    this.shut(true);
+  }
+
   private shut(abort: boolean): void {
     if (this.closed) return;
     this.closed = true;
@@ -601,3 +630,76 @@ export class Connection implements SocketEvents, BodySink {
 }
 
 class BodyLengthError extends Error {}
+
+/**
+ * The upstream side of a switched connection: the connection's socket events, passed on to whoever
+ * started it (bytes that came before are held for it), and writes straight to the socket.
+ */
+class UpstreamTunnel implements Tunnel {
+  private events: TunnelEvents | null = null;
+  private held: Uint8Array[] | null;
+  /** The socket closed before start(): what start() then reports. */
+  private closedWith: Error | null | undefined = undefined;
+  /** Closed or destroyed by our side: nothing more is reported. */
+  private done = false;
+
+  constructor(
+    private readonly conn: Connection,
+    readonly protocol: string,
+    early: Uint8Array | null,
+  ) {
+    this.held = early === null ? null : [early];
+  }
+
+  start(events: TunnelEvents): void {
+    if (this.events !== null) throw new Error("tunnel already started");
+    this.events = events;
+    const held = this.held;
+    this.held = null;
+    if (held !== null) for (const chunk of held) if (!this.done) events.onData(chunk);
+    if (this.closedWith !== undefined && !this.done) events.onClose(this.closedWith);
+  }
+
+  data(chunk: Uint8Array): void {
+    if (this.done) return;
+    if (this.events !== null) this.events.onData(chunk);
+    else (this.held ??= []).push(chunk);
+  }
+
+  drain(): void {
+    if (!this.done) this.events?.onDrain();
+  }
+
+  ended(error: Error | null): void {
+    if (this.done) return;
+    if (this.events !== null) {
+      this.done = true;
+      this.events.onClose(error);
+    } else this.closedWith = error;
+  }
+
+  write(data: Uint8Array): boolean {
+    const socket = this.conn.socket;
+    return socket !== null && socket.write(data);
+  }
+
+  pause(): void {
+    this.conn.socket?.pause();
+  }
+
+  resume(): void {
+    this.conn.socket?.resume();
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.conn.close();
+  }
+
+  destroy(): void {
+    if (this.done) return;
+    this.done = true;
+    this.conn.destroy();
+  }
+}
