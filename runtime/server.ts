@@ -66,7 +66,7 @@ export class MeshProxy {
   /** Which listener serves the data plane (see MeshProxyOptions.listener). */
   readonly listenerKind: "native" | "fetch";
   /** Limits the native listener reads; replaced (not mutated) by each config. */
-  private listenerLimits: ListenerLimits = { maxHeadBytes: 16_384, idleTimeoutMs: 60_000, requestHeadersTimeoutMs: 10_000, requestBodyTimeoutMs: 60_000 };
+  private listenerLimits: ListenerLimits = { maxHeadBytes: 16_384, idleTimeoutMs: 60_000, requestHeadersTimeoutMs: 10_000, requestBodyTimeoutMs: 60_000, tunnelIdleTimeoutMs: 300_000 };
 
   constructor(opts: MeshProxyOptions) {
     this.log = opts.log;
@@ -164,6 +164,7 @@ export class MeshProxy {
       idleTimeoutMs: l.idleTimeoutMs,
       requestHeadersTimeoutMs: l.requestHeadersTimeoutMs,
       requestBodyTimeoutMs: l.requestBodyTimeoutMs,
+      tunnelIdleTimeoutMs: l.tunnelIdleTimeoutMs,
     };
     const unbind = () => {
       for (const s of started) void s.server.stop(false);

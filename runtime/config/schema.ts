@@ -190,6 +190,8 @@ export const ConfigSchema = v.strictObject({
       requestHeadersTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(3_600_000)), 10_000),
       /** A request body with no bytes arriving for this long (while the proxy reads it) gets 408; 0 disables. */
       requestBodyTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 60_000),
+      /** A switched connection (WebSocket) with no bytes either way for this long is closed; 0 disables. */
+      tunnelIdleTimeoutMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(86_400_000)), 300_000),
     }),
     {},
   ),

@@ -13,7 +13,7 @@ beforeAll(() => {
   server = createHttp1Server({
     hostname: "127.0.0.1",
     port: 0,
-    limits: () => ({ maxHeadBytes: 16384, idleTimeoutMs: 5000, requestHeadersTimeoutMs: 5000, requestBodyTimeoutMs: 5000 }),
+    limits: () => ({ maxHeadBytes: 16384, idleTimeoutMs: 5000, requestHeadersTimeoutMs: 5000, requestBodyTimeoutMs: 5000, tunnelIdleTimeoutMs: 5000 }),
     refuse: () => ({ status: 400, statusText: "", headers: [], chunks: null, stream: null }),
     handler: (req, reply) => {
       // Three parts, the middle one a view into a larger buffer, as an upstream's body often is.

@@ -332,6 +332,37 @@ describe("upgrade tunnels at the byte level", () => {
     }
   });
 
+  test("a tunnel quiet for limits.tunnelIdleTimeoutMs is closed on both sides; one with traffic is not", async () => {
+    const up = await scripted((_head, socket) => {
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.on("data", (d: Buffer) => socket.write(d));
+    });
+    const p = await startInProcess(simpleConfig(up.port, { top: "limits: { tunnelIdleTimeoutMs: 400 }", routeExtra: "    upgrades: [x-echo]" }));
+    try {
+      const busy = rawClient(p.port);
+      const quiet = rawClient(p.port);
+      busy.socket.write(HANDSHAKE);
+      quiet.socket.write(HANDSHAKE);
+      await until(() => busy.data.includes("\r\n\r\n") && quiet.data.includes("\r\n\r\n"));
+      const started = Date.now();
+      // The busy one talks every 100 ms for 1 s: well past the idle limit in all, never idle for it.
+      for (let i = 0; i < 10; i++) {
+        busy.socket.write(`m${i};`);
+        await sleep(100);
+      }
+      expect(quiet.ended).toBe(true);
+      expect(busy.ended).toBe(false);
+      expect(busy.data).toContain("m9;");
+      await until(() => up.ended.length === 1); // the quiet one's upstream side
+      await until(() => busy.ended, 3000);
+      expect(Date.now() - started).toBeGreaterThan(1000);
+      await until(() => up.ended.length === 2);
+    } finally {
+      await p.stop();
+      up.stop();
+    }
+  });
+
   test("a 101 without an Upgrade header is a 502 upstream_protocol_error", async () => {
     const up = await scripted((_head, socket) => socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"));
     const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));

@@ -43,6 +43,8 @@ export interface ListenerLimits {
   requestHeadersTimeoutMs: number;
   /** A request body with nothing arriving for this long, while we read it, gets 408; 0: no limit. */
   requestBodyTimeoutMs: number;
+  /** A tunnel (after a 101) with no bytes either way for this long is closed; 0: no limit. */
+  tunnelIdleTimeoutMs: number;
 }
 
 export interface Http1ServerOptions {
@@ -467,6 +469,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
   /** The sweep found this connection past its deadline. */
   expire(): void {
     if (this.state === ACTIVE) return this.expireBody();
+    if (this.state === TUNNEL) return this.destroy(); // idle past limits.tunnelIdleTimeoutMs: both sides go
     if (this.state !== HEAD) return;
     if (!this.partial) return this.close();
     this.refuse(new ProxyError("downstream", "request_timeout", `request head not complete within limits.requestHeadersTimeoutMs (${this.server.limits.requestHeadersTimeoutMs})`), null);
@@ -593,7 +596,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
    */
   private switchTo(tunnel: Tunnel): void {
     this.state = TUNNEL;
-    this.deadline = 0;
+    this.deadline = this.server.tunnelDeadline();
     this.body = null;
     this.head = null;
     const relay = new TunnelRelay(this, tunnel);
@@ -614,6 +617,11 @@ class ServerConnection extends CancelSource implements SocketEvents {
       this.socket.resume();
     }
     return pending;
+  }
+
+  /** For the relay: bytes went one way or the other, so the tunnel's idle clock starts again. */
+  active(): void {
+    this.deadline = this.server.tunnelDeadline();
   }
 
   /** For the relay: sends to the client; false when queued (`then` runs once it drained). */
@@ -763,6 +771,12 @@ class Server implements Http1Server {
     return this.clock + this.limits.idleTimeoutMs + this.tick;
   }
 
+  /** The same for a tunnel: 0 (none) when limits.tunnelIdleTimeoutMs is 0. */
+  tunnelDeadline(): number {
+    const ms = this.limits.tunnelIdleTimeoutMs;
+    return ms > 0 ? this.clock + ms + this.tick : 0;
+  }
+
   /** The same for a request body being read: 0 (none) when limits.requestBodyTimeoutMs is 0. */
   bodyDeadline(): number {
     const ms = this.limits.requestBodyTimeoutMs;
@@ -781,7 +795,12 @@ class Server implements Http1Server {
   /** One timer per listener checks every connection's deadline; no timer per request. */
   private schedule(): void {
     const l = this.limits;
-    const shortest = Math.min(l.idleTimeoutMs, l.requestHeadersTimeoutMs, l.requestBodyTimeoutMs > 0 ? l.requestBodyTimeoutMs : Infinity);
+    const shortest = Math.min(
+      l.idleTimeoutMs,
+      l.requestHeadersTimeoutMs,
+      l.requestBodyTimeoutMs > 0 ? l.requestBodyTimeoutMs : Infinity,
+      l.tunnelIdleTimeoutMs > 0 ? l.tunnelIdleTimeoutMs : Infinity,
+    );
     const tick = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
     if (tick === this.tick && this.sweeper !== null) return;
     if (this.sweeper !== null) clearInterval(this.sweeper);
@@ -837,6 +856,7 @@ class TunnelRelay implements TunnelEvents {
 
   fromClient(chunk: Uint8Array): void {
     countStreamed(chunk.byteLength);
+    this.conn.active();
     if (!this.tunnel.write(chunk) && !this.upstreamBlocked) {
       this.upstreamBlocked = true;
       this.conn.socket.pause();
@@ -860,6 +880,7 @@ class TunnelRelay implements TunnelEvents {
 
   onData(chunk: Uint8Array): void {
     countStreamed(chunk.byteLength);
+    this.conn.active();
     if (!this.conn.sendToClient(chunk, this.resumeUpstream)) this.tunnel.pause();
   }
 
