@@ -250,6 +250,8 @@ class DenoSocket implements Socket {
   private paused = false;
   private wake: (() => void) | null = null;
   private closed = false;
+  /** close() was called: the queue still goes out, then the connection closes; no more events. */
+  private closing = false;
 
   constructor(
     private readonly conn: DenoConn,
@@ -259,7 +261,7 @@ class DenoSocket implements Socket {
   }
 
   write(data: string | Uint8Array): boolean {
-    if (this.closed) return false;
+    if (this.closed || this.closing) return false;
     const bytes = typeof data === "string" ? asciiEncoder.encode(data) : data;
     this.queue.push(bytes);
     this.queued += bytes.length;
@@ -285,7 +287,11 @@ class DenoSocket implements Socket {
   }
 
   close(): void {
-    this.destroy();
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    this.paused = true; // nothing more is read: no event follows close()
+    // Deno's close() drops what is not written yet, so the write loop closes once the queue is out.
+    if (!this.writing) this.destroy();
   }
 
   destroy(): void {
@@ -302,8 +308,9 @@ class DenoSocket implements Socket {
 
   private end(error: Error | null): void {
     if (this.closed) return;
+    const closing = this.closing;
     this.destroy();
-    this.events.onClose(error);
+    if (!closing) this.events.onClose(error);
   }
 
   private async readLoop(): Promise<void> {
@@ -314,7 +321,7 @@ class DenoSocket implements Socket {
         if (this.paused) await new Promise<void>((resolve) => (this.wake = resolve));
         if (this.closed) return;
         const n = await this.conn.read(buf);
-        if (this.closed) return;
+        if (this.closed || this.closing) return;
         if (n === null) {
           if (this.events.onEnd === undefined) return this.end(null);
           this.events.onEnd();
@@ -350,6 +357,7 @@ class DenoSocket implements Socket {
     } finally {
       this.writing = false;
     }
+    if (this.closing) return this.destroy();
     if (this.wantDrain && !this.closed) {
       this.wantDrain = false;
       this.events.onDrain();
