@@ -19,7 +19,7 @@ import type { AccessLog } from "../observability/access-log.ts";
 import type { Logger } from "../observability/log.ts";
 import type { ClientInfo } from "../platform/types.ts";
 import { hashKeyOf } from "../upstream/balancers.ts";
-import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, ResponseReceiver, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
+import type { CancelSignal, Endpoint, ForwardOptions, HeaderList, ParsedLines, ResponseReceiver, Tunnel, UpstreamClient, UpstreamRequest, UpstreamResponse } from "../upstream/types.ts";
 import type { RequestContext } from "./context.ts";
 import { LinesHeaders, ListHeaders, type FilterHeaders } from "./filter-headers.ts";
 import { HOP_BY_HOP, applyMutation, connectionTokens, getHeader, withoutLines, withoutPairs } from "./headers.ts";
@@ -878,7 +878,12 @@ export class Proxy {
   /** `filtered`: the headers as the response filters left them, when the route has any. */
   private downstreamResponse(route: RouteRuntime, x: Exchange, res: UpstreamResponse, filtered: FilterHeaders | null): DownstreamResponse {
     const out: DownstreamResponse = { status: res.status, statusText: res.statusText, headers: NO_HEADERS, wire: null, chunks: null, headroom: false, stream: null };
-    if (res.tunnel != null) out.tunnel = res.tunnel;
+    if (res.tunnel != null) {
+      // Logged when the tunnel ends, with the bytes it carried and its whole life as the duration.
+      out.tunnel = res.tunnel;
+      x.deferred = true;
+      this.logAtTunnelEnd(res.tunnel, x);
+    }
     // Response filters may have changed the headers (rate-limit adds its own). When all they did was
     // append headers, the upstream's lines still go as they came, with those after them.
     let appended: HeaderList | null = NO_HEADERS;
@@ -929,6 +934,15 @@ export class Proxy {
     this.logAtBodyEnd(res, x);
     out.stream = res.body;
     return out;
+  }
+
+  private logAtTunnelEnd(tunnel: Tunnel, x: Exchange): void {
+    tunnel.onEnd = (up, down, error) => {
+      x.bytesIn = up;
+      const code = error === null ? null : "upstream_reset";
+      if (code !== null) x.detail = `the upstream side of the tunnel failed: ${error!.message}`;
+      this.done(x, 101, down, code);
+    };
   }
 
   // Its own method: the closure in downstreamResponse() would give that a heap scope on every call.

@@ -82,6 +82,12 @@ export interface Tunnel {
   close(): void;
   /** Close now (RST where the runtime allows). */
   destroy(): void;
+  /**
+   * Set by the consumer to learn when the tunnel ends, whichever side ends it: bytes sent to the
+   * upstream (`up`) and received from it (`down`), and the upstream's error when it failed (null for
+   * a clean end or one our side made). Called once.
+   */
+  onEnd: ((up: number, down: number, error: Error | null) => void) | null;
 }
 
 /** What a tunnel's upstream side reports; onClose at most once, never after close()/destroy(). */

@@ -3,7 +3,9 @@
 // reset reaches the other.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { buildStandardFilters, rawUpstream, simpleConfig, sleep, startInProcess, type InProcessProxy } from "./harness.ts";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildStandardFilters, rawUpstream, simpleConfig, sleep, startInProcess, tempDir, type InProcessProxy } from "./harness.ts";
 
 /** Resolves once `cond()` holds, polling; rejects after `ms`. */
 async function until(cond: () => boolean, ms = 3000): Promise<void> {
@@ -357,6 +359,36 @@ describe("upgrade tunnels at the byte level", () => {
       await until(() => busy.ended, 3000);
       expect(Date.now() - started).toBeGreaterThan(1000);
       await until(() => up.ended.length === 2);
+    } finally {
+      await p.stop();
+      up.stop();
+    }
+  });
+
+  test("the access log has one line per tunnel, written when it ends: status 101, its bytes each way, its whole life", async () => {
+    const up = await scripted((_head, socket) => {
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.on("data", (d: Buffer) => socket.write(Buffer.concat([d, d]))); // twice what it gets
+    });
+    const log = join(tempDir(), "access.log");
+    const config = simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }).replace("accessLog: { enabled: false }", `accessLog: { enabled: true, path: ${JSON.stringify(log)} }`);
+    const p = await startInProcess(config);
+    try {
+      const c = rawClient(p.port);
+      c.socket.write(HANDSHAKE);
+      await until(() => c.data.includes("\r\n\r\n"));
+      await sleep(300);
+      const lines = () => (existsSync(log) ? readFileSync(log, "utf8") : "").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+      expect(lines()).toEqual([]); // not at the 101: at the end
+      c.socket.write("abc");
+      await until(() => c.data.endsWith("abcabc"));
+      c.socket.write("defg");
+      await until(() => c.data.endsWith("defgdefg"));
+      c.socket.end();
+      await until(() => lines().length === 1);
+      const entry = lines()[0];
+      expect(entry).toMatchObject({ method: "GET", path: "/t", status: 101, route: "main", bytesIn: 7, bytesOut: 14, error: null });
+      expect(entry.durationMs).toBeGreaterThan(300);
     } finally {
       await p.stop();
       up.stop();

@@ -642,6 +642,10 @@ class UpstreamTunnel implements Tunnel {
   private closedWith: Error | null | undefined = undefined;
   /** Closed or destroyed by our side: nothing more is reported. */
   private done = false;
+  onEnd: ((up: number, down: number, error: Error | null) => void) | null = null;
+  private up = 0;
+  private down = 0;
+  private reported = false;
 
   constructor(
     private readonly conn: Connection,
@@ -662,6 +666,7 @@ class UpstreamTunnel implements Tunnel {
 
   data(chunk: Uint8Array): void {
     if (this.done) return;
+    this.down += chunk.byteLength;
     if (this.events !== null) this.events.onData(chunk);
     else (this.held ??= []).push(chunk);
   }
@@ -674,13 +679,22 @@ class UpstreamTunnel implements Tunnel {
     if (this.done) return;
     if (this.events !== null) {
       this.done = true;
+      this.report(error);
       this.events.onClose(error);
     } else this.closedWith = error;
   }
 
   write(data: Uint8Array): boolean {
     const socket = this.conn.socket;
-    return socket !== null && socket.write(data);
+    if (socket === null) return false;
+    this.up += data.byteLength;
+    return socket.write(data);
+  }
+
+  private report(error: Error | null): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.onEnd?.(this.up, this.down, error);
   }
 
   pause(): void {
@@ -695,11 +709,13 @@ class UpstreamTunnel implements Tunnel {
     if (this.done) return;
     this.done = true;
     this.conn.close();
+    this.report(null);
   }
 
   destroy(): void {
     if (this.done) return;
     this.done = true;
     this.conn.destroy();
+    this.report(null);
   }
 }
