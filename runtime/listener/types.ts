@@ -28,6 +28,8 @@ export interface DownstreamRequest {
   readonly client: ClientInfo;
   /** Aborts when the client goes away before this request's response is out; null if the listener cannot tell. */
   readonly signal: CancelSignal | null;
+  /** Body bytes the client has sent so far, when the listener counts them (for the log of a failed request). */
+  readonly bodyReceived?: number;
   /** The listener can switch this connection to another protocol (a 101 with `tunnel`); absent: it cannot. */
   readonly canSwitch?: boolean;
 }

@@ -398,6 +398,9 @@ export class Proxy {
     this.deps.stats.errors.labels(e.code).inc();
     const res = errorResponse(e, x.route?.name ?? null, x.requestId || randomUUID());
     x.bytesOut = e.code === "downstream_cancelled" ? 0 : res.chunks![0]!.byteLength; // nobody to send it to
+    // What arrived, not what Content-Length promised: a cancelled or refused upload may be cut short.
+    const received = req.bodyReceived;
+    if (received !== undefined) x.bytesIn = received;
     x.detail = e.message;
     return this.finish(x, res, e.code);
   }

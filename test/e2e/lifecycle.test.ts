@@ -1,5 +1,6 @@
 // The proxy as a real process: config errors, admin API, access log, reload, graceful shutdown.
 import { describe, expect, test } from "bun:test";
+import net from "node:net";
 import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -123,6 +124,31 @@ describe("access log", () => {
       expect(line.bytesOut).toBeGreaterThan(0);
       expect(typeof line.durationMs).toBe("number");
       expect(Date.parse(line.time)).not.toBeNaN();
+    } finally {
+      p.kill("SIGKILL");
+      echo.stop();
+    }
+  });
+
+  test("an upload cut short logs the body bytes that arrived, not its Content-Length", async () => {
+    const echo = echoUpstream();
+    const p = await startReadyProcess(simpleConfig(echo.port).replace("accessLog: { enabled: false }", "accessLog: { enabled: true }"));
+    try {
+      // A reset (the client gone: 499) and a FIN (the body can never end: 400), each after 1,234 of 100,000 bytes.
+      for (const [end, status, error] of [["reset", 499, "downstream_cancelled"], ["fin", 400, "bad_request"]] as const) {
+        const socket = net.connect(p.port, "127.0.0.1");
+        socket.on("error", () => {});
+        await new Promise<void>((resolve) => socket.once("connect", resolve));
+        socket.write(`POST /upload-${end} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n` + "x".repeat(1234));
+        await sleep(200);
+        const before = p.stdout.length;
+        if (end === "reset") socket.resetAndDestroy();
+        else socket.end();
+        for (let i = 0; i < 100 && p.stdout.length === before; i++) await sleep(20);
+        const line = JSON.parse(p.stdout.at(-1)!);
+        expect(line).toMatchObject({ method: "POST", path: `/upload-${end}`, status, bytesIn: 1234, error });
+        socket.destroy();
+      }
     } finally {
       p.kill("SIGKILL");
       echo.stop();

@@ -151,6 +151,8 @@ class RequestBody implements BodySink {
   /** The client waits for `100 Continue` before sending; cleared once it is sent or bytes arrive. */
   expectContinue: boolean;
   done = false;
+  /** Body bytes the client has sent so far (de-framed). */
+  received = 0;
 
   constructor(
     readonly decoder: BodyDecoder,
@@ -171,6 +173,7 @@ class RequestBody implements BodySink {
   }
 
   onBodyChunk(chunk: Uint8Array): void {
+    this.received += chunk.byteLength;
     this.controller.enqueue(chunk);
   }
 }
@@ -185,6 +188,7 @@ class Http1Request implements DownstreamRequest {
     readonly body: ReadableStream<Uint8Array> | null,
     readonly client: ClientInfo,
     readonly signal: CancelSignal,
+    private readonly counted: RequestBody | null,
   ) {
     this.method = wire.method;
     this.target = wire.target;
@@ -192,6 +196,9 @@ class Http1Request implements DownstreamRequest {
   }
   get headers(): HeaderList {
     return this.wire.headers;
+  }
+  get bodyReceived(): number {
+    return this.counted?.received ?? 0;
   }
   /** This listener can switch a connection to a tunnel (a 101 response with `tunnel`). */
   get canSwitch(): boolean {
@@ -355,7 +362,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
     const body = decoder === null ? null : new RequestBody(decoder, this, head.expectContinue);
     this.body = body;
 
-    const req = new Http1Request(head, body === null ? null : body.stream, this.client, this);
+    const req = new Http1Request(head, body === null ? null : body.stream, this.client, this, body);
     // The body's clock runs while we wait for its bytes; not while `Expect: 100-continue` holds it back.
     if (body !== null && !body.expectContinue) this.deadline = this.server.bodyDeadline();
     if (body !== null && start < chunk.length) {
