@@ -72,7 +72,7 @@ Deno.test("proxies a WebSocket: handshake, messages both ways and the close", as
     const greeting = `hello ${new URL(req.url).pathname} ${req.headers.get("x-added")}`; // the request closes at the switch
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.onopen = () => socket.send(greeting);
-    socket.onmessage = (e: MessageEvent) => socket.send(`echo ${e.data}`);
+    socket.onmessage = (e: MessageEvent) => socket.send(typeof e.data === "string" ? `echo ${e.data}` : e.data);
     return response;
   });
   const proxy = new MeshProxy({ log: createLogger({ level: "error" }) });
@@ -81,13 +81,15 @@ Deno.test("proxies a WebSocket: handshake, messages both ways and the close", as
     const ws = new WebSocket(`ws://127.0.0.1:${proxy.ports().listeners[0]}/live`);
     const got: string[] = [];
     const closed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+    ws.binaryType = "arraybuffer";
     ws.onmessage = (e) => {
-      got.push(String(e.data));
+      got.push(typeof e.data === "string" ? e.data : `binary ${(e.data as ArrayBuffer).byteLength}`);
       if (got.length === 1) ws.send("ping");
+      else if (got.length === 2) ws.send(new Uint8Array(2 * 1024 * 1024).fill(1)); // past every buffer: backpressure both ways
       else ws.close(1000);
     };
     assertEquals(await closed, 1000, "close code");
-    assertEquals(got, ["hello /live yes", "echo ping"], "messages");
+    assertEquals(got, ["hello /live yes", "echo ping", `binary ${2 * 1024 * 1024}`], "messages");
   } finally {
     await proxy.shutdown(0);
     ac.abort();
