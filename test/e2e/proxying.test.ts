@@ -499,6 +499,34 @@ describe("streaming", () => {
       up.stop();
     }
   });
+  test("a route's header value above U+00FF goes as its UTF-8 bytes both ways; the upstream's latin1 bytes beside it stay as they are", async () => {
+    const heads: string[] = [];
+    const up = await rawUpstream((s) =>
+      eachRequestHead(s, (head) => {
+        heads.push(head);
+        s.write(Buffer.from("HTTP/1.1 200 OK\r\nX-Up: caf\xe9\r\nContent-Length: 2\r\n\r\nok", "latin1"));
+      }),
+    );
+    // Once with the value set (list path), once added (the same), once with a latin1-only value.
+    const q = await startInProcess(
+      simpleConfig(up.port, { routeExtra: '    requestHeaders: { set: { x-req: "prix 5 \u20ac" }, add: { x-lat: "d\u00e9j\u00e0" } }\n    responseHeaders: { add: { x-res: "\u03c0 \u20ac" } }' }),
+    );
+    try {
+      const raw = await rawRequest(q.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      // rawRequest and the upstream read latin1: one char per byte, so UTF-8 shows as its bytes.
+      const utf8 = (t: string) => Buffer.from(t, "utf8").toString("latin1");
+      expect(raw).toStartWith("HTTP/1.1 200 ");
+      expect(raw).toContain(`x-res: ${utf8("\u03c0 \u20ac")}\r\n`);
+      expect(raw.toLowerCase()).toContain("x-up: caf\xe9\r\n"); // not re-encoded (a route with mutations rebuilds the head: names lower-cased)
+      expect(raw.endsWith("\r\n\r\nok")).toBe(true);
+      const lines = heads[0]!.split("\r\n");
+      expect(lines).toContain(`x-req: prix 5 ${utf8("\u20ac")}`);
+      expect(lines).toContain("x-lat: d\xe9j\xe0"); // latin1 text: one byte per char, as before
+    } finally {
+      await q.stop();
+      up.stop();
+    }
+  });
   test("headers a request filter only appends follow the client's lines as they came; one it changes sends the rebuilt list", async () => {
     await buildStandardFilters("add-header");
     const heads: string[] = [];
