@@ -80,6 +80,15 @@ describe("buildRequestHead", () => {
     expect(bytes[at]).toBe(0xe9);
   });
 
+  test("sends a value with chars above 0xff as its UTF-8 bytes, latin1 values beside it one byte per char", () => {
+    const head = buildRequestHead(req({ headers: [["x-a", "\u00e9 \u2603 \u00e9"], ["x-b", "caf\xe9"]] }), "h:1");
+    const bytes = head.data as Uint8Array;
+    expect(bytes).toBeInstanceOf(Uint8Array);
+    const t = text(bytes);
+    expect(t).toContain(`x-a: ${Buffer.from("\u00e9 \u2603 \u00e9", "utf8").toString("latin1")}\r\n`);
+    expect(t).toContain("x-b: caf\xe9\r\n");
+  });
+
   test.each([
     ["a CRLF in a value", req({ headers: [["x-a", "1\r\nx-injected: 1"]] })],
     ["a bare LF in a value", req({ headers: [["x-a", "1\nx"]] })],
@@ -92,7 +101,9 @@ describe("buildRequestHead", () => {
     ["a CRLF in the target", req({ target: "/a\r\nx: y" })],
     ["an empty target", req({ target: "" })],
     ["a method that is not a token", req({ method: "GET /" })],
-    ["a char above 0xff", req({ headers: [["x-a", "\u2603"]] })],
+    ["a CRLF after a char above 0xff in a value", req({ headers: [["x-a", "\u2603\r\nx-injected: 1"]] })],
+    ["a char above 0xff in the target", req({ target: "/\u2603" })],
+    ["a char above 0xff in a name", req({ headers: [["x-\u2603", "1"]] })],
     ["a length with a null body", req({ method: "POST", bodyLength: 5 })],
     ["a negative length", req({ method: "POST", body: someBody(), bodyLength: -1 })],
   ])("refuses %s", (_, bad) => {

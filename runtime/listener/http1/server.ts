@@ -138,6 +138,11 @@ function isLatin1(s: string): boolean {
 /** Below this body size, copying head and body into the scratch buffer costs less than a new view. */
 const HEADROOM_MIN = 2048;
 
+/** `s` as its UTF-8 bytes, one char per byte (a byte string the head can carry as latin1). */
+function utf8Bytes(s: string): string {
+  return Buffer.from(s, "utf8").toString("latin1");
+}
+
 function scratchFor(size: number): Buffer {
   if (scratch.length < size) scratch = Buffer.allocUnsafe(Math.max(size, scratch.length * 2));
   return scratch;
@@ -529,14 +534,17 @@ class ServerConnection extends CancelSource implements SocketEvents {
     for (let i = 0; i < headers.length; i++) {
       const h = headers[i]!;
       const name = h[0];
-      if (latin1 && !(isLatin1(name) && isLatin1(h[1]))) latin1 = false;
+      // Text above latin1 in a value (a filter's "π €") goes as its UTF-8 bytes; the rest of the head,
+      // the upstream's latin1 bytes too, stays one byte per char.
+      const value = isLatin1(h[1]) ? h[1] : utf8Bytes(h[1]);
+      if (latin1 && !isLatin1(name)) latin1 = false;
       if (name === "content-length") {
         // In-memory bodies get their real size below; others keep what the upstream said (HEAD, 304, streams).
         if (chunks !== null || noBodyStatus(status)) continue;
         hasLength = true;
       } else if (name === "date") hasDate = true;
       else if (name === "transfer-encoding" || name === "connection") continue; // framing is ours
-      head += `${name}: ${h[1]}\r\n`;
+      head += `${name}: ${value}\r\n`;
     }
     if (!hasDate) head += dateHeader();
     let chunked = false;
@@ -565,8 +573,8 @@ class ServerConnection extends CancelSource implements SocketEvents {
 
     const sendBody = chunks !== null && !bodyless && size > 0;
     if (!latin1) {
-      // Non-latin1 text from a filter or the config: UTF-8 keeps every byte of it above 0x7f, so it can
-      // never turn into a CR or LF on the wire.
+      // Non-latin1 text in the status line or a name (neither comes from an upstream, which is read
+      // one char per byte): UTF-8 keeps every byte of it above 0x7f, so it can never turn into a CR or LF.
       this.write(utf8Encoder.encode(head));
       if (sendBody) for (const c of chunks!) this.write(c);
     } else if (sendBody && size >= HEADROOM_MIN && res.headroom === true && chunks!.length === 1 && chunks![0]!.byteOffset >= head.length) {

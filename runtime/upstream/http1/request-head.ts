@@ -40,9 +40,11 @@ function scanToken(s: string): number {
 
 /**
  * 0 for ASCII, 1 when some char is in 0x80-0xff (sent as that byte, the ByteString convention of
- * fetch Headers). Throws on CR, LF, NUL and other controls, and on chars above 0xff.
+ * fetch Headers), ABOVE_LATIN1 when some char is above 0xff and `utf8` allows it. Throws on CR, LF,
+ * NUL and other controls, and on chars above 0xff unless `utf8`.
  */
-function scanValue(s: string, allowSpace: boolean, what: string): number {
+const ABOVE_LATIN1 = 2;
+function scanValue(s: string, allowSpace: boolean, what: string, utf8 = false): number {
   let high = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -52,10 +54,14 @@ function scanValue(s: string, allowSpace: boolean, what: string): number {
     }
     if (c === 0x09 && allowSpace) continue;
     if (c >= 0x80 && c <= 0xff) {
-      high = 1;
+      if (high === 0) high = 1;
       continue;
     }
-    if (c > 0xff) throw bad(`${what} has a character above 0xff; headers and targets are byte strings`);
+    if (c > 0xff) {
+      if (!utf8) throw bad(`${what} has a character above 0xff; headers and targets are byte strings`);
+      high = ABOVE_LATIN1; // and go on: a control char after it must still be refused
+      continue;
+    }
     throw bad(`${what} contains control character 0x${c.toString(16).padStart(2, "0")}`);
   }
   return high;
@@ -103,14 +109,20 @@ export function buildRequestHead(req: UpstreamRequest, hostKey: string): Request
   const headers = req.headers;
   for (let i = 0; i < headers.length; i++) {
     const name = headers[i][0];
-    const value = headers[i][1];
+    let value = headers[i][1];
     let lower = name;
     if (!PLAIN_NAME.test(name)) {
       const token = scanToken(name);
       if (token === NOT_TOKEN) throw bad(`request header name ${JSON.stringify(name)} is not a token`);
       if (token === HAS_UPPER) lower = name.toLowerCase();
     }
-    if (!PLAIN_VALUE.test(value)) high |= scanValue(value, true, `request header ${name}`);
+    if (!PLAIN_VALUE.test(value)) {
+      const kind = scanValue(value, true, `request header ${name}`, true);
+      // Text above latin1 (a filter's "prix 5 €") goes as its UTF-8 bytes, as the listener sends such
+      // a response value: one char per byte from here on.
+      if (kind === ABOVE_LATIN1) value = Buffer.from(value, "utf8").toString("latin1");
+      high = 1;
+    }
     switch (lower) {
       case "content-length":
       case "transfer-encoding":
