@@ -4,6 +4,7 @@
 import { Hono } from "hono";
 import { ProxyError } from "../errors.ts";
 import { platform, type ClientInfo } from "../platform/index.ts";
+import { byteString } from "../upstream/http1/byte-string.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import { linePairs } from "../proxy/headers.ts";
 import type { DownstreamHandler, DownstreamRequest, DownstreamResponse } from "./types.ts";
@@ -44,7 +45,9 @@ export function toResponse(res: DownstreamResponse): Response {
     for (const c of res.chunks) size += c.byteLength;
     body = size === 0 ? null : platform.bufferedBody(res.chunks, size);
   }
-  const headers = res.wire ? [...linePairs(res.wire.lines), ...res.headers] : res.headers;
+  // fetch's Headers take byte strings: a filter's "π €" goes as its UTF-8 bytes, as on the native listener.
+  const own = res.headers.map(([name, value]): [string, string] => [name, byteString(value)]);
+  const headers = res.wire ? [...linePairs(res.wire.lines), ...own] : own;
   return new Response(body, { status: res.status, statusText: res.statusText, headers });
 }
 

@@ -1,6 +1,6 @@
 // Header handling on the hot path: hop-by-hop removal, forwarding headers, route mutations.
-import { Buffer } from "node:buffer";
 import type { HeaderMutationConfig } from "../config/schema.ts";
+import { byteString } from "../upstream/http1/byte-string.ts";
 import { HeadFields, parseHeaderFields } from "../upstream/http1/response-parser.ts";
 import type { HeaderList } from "../upstream/types.ts";
 
@@ -38,21 +38,11 @@ export interface HeaderMutation {
   readonly drop: ReadonlySet<string>;
 }
 
-/**
- * A config value as the bytes that go on the wire, one char per byte. Heads are byte strings: text
- * above U+00FF (YAML is Unicode: "prix 5 €") goes as its UTF-8 bytes, as Envoy sends a config value;
- * latin1 text stays one byte per char. Done once here, so a head never has to switch to UTF-8 for a
- * route's header (which re-encoded an upstream's latin1 bytes beside it) and a request never fails on one.
- */
-function wireValue(v: string): string {
-  for (let i = 0; i < v.length; i++) if (v.charCodeAt(i) > 0xff) return Buffer.from(v, "utf8").toString("latin1");
-  return v;
-}
-
 export function compileMutation(m: HeaderMutationConfig | undefined): HeaderMutation | null {
   if (!m) return null;
-  const set = Object.entries(m.set).map(([k, v]): [string, string] => [k, wireValue(v)]);
-  const add = Object.entries(m.add).map(([k, v]): [string, string] => [k, wireValue(v)]);
+  // Values as bytes once, here: a route's "prix 5 €" never makes a head switch encodings per request.
+  const set = Object.entries(m.set).map(([k, v]): [string, string] => [k, byteString(v)]);
+  const add = Object.entries(m.add).map(([k, v]): [string, string] => [k, byteString(v)]);
   if (set.length === 0 && add.length === 0 && m.remove.length === 0) return null;
   return { set, add, drop: new Set([...m.remove, ...set.map(([k]) => k)]) };
 }

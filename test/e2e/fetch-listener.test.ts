@@ -1,7 +1,7 @@
 // The fetch listener (MESHWASM_LISTENER=fetch: the phases behind a Hono app on Bun.serve) does the
 // same job as the native one: the conversions in listener/fetch.ts, checked through real sockets.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { echoUpstream, rawRequest, simpleConfig, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
+import { buildStandardFilters, echoUpstream, rawRequest, simpleConfig, startInProcess, upstream, type InProcessProxy } from "./harness.ts";
 
 type Echo = { method: string; target: string; headers: [string, string][]; body: string };
 
@@ -24,6 +24,26 @@ describe("fetch listener", () => {
     await c.stop();
     echo.stop();
     cookies.stop();
+  });
+
+  test("a route's or a filter's header value above U+00FF goes as its UTF-8 bytes (fetch Headers take byte strings)", async () => {
+    await buildStandardFilters("add-header");
+    const q = await startInProcess(
+      simpleConfig(echo.port, {
+        top: "filterDir: filters/dist",
+        routeExtra: '    responseHeaders: { set: { x-r: "\u20ac r" } }\n    filters:\n      - { name: add-header, config: { request: {}, response: { x-g: "\u03c0 \u20ac" } } }',
+      }),
+      { listener: "fetch" },
+    );
+    try {
+      const raw = await rawRequest(q.port, "GET /u HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      const utf8 = (t: string) => Buffer.from(t, "utf8").toString("latin1"); // rawRequest reads one char per byte
+      expect(raw).toStartWith("HTTP/1.1 200 ");
+      expect(raw).toContain(`x-g: ${utf8("\u03c0 \u20ac")}\r\n`);
+      expect(raw).toContain(`x-r: ${utf8("\u20ac r")}\r\n`);
+    } finally {
+      await q.stop();
+    }
   });
 
   test("MeshProxy reports the listener it runs", () => {

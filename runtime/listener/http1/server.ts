@@ -18,6 +18,7 @@ import { platform } from "../../platform/index.ts";
 import { listenTcp, type ListenFn, type Socket, type SocketEvents, type TcpServer } from "../../platform/tcp.ts";
 import type { ClientInfo } from "../../platform/types.ts";
 import { CancelSource } from "../../upstream/cancel.ts";
+import { byteString } from "../../upstream/http1/byte-string.ts";
 import type { CancelSignal, HeaderList, Tunnel, TunnelEvents } from "../../upstream/types.ts";
 import {
   ChunkedDecoder,
@@ -137,11 +138,6 @@ function isLatin1(s: string): boolean {
 
 /** Below this body size, copying head and body into the scratch buffer costs less than a new view. */
 const HEADROOM_MIN = 2048;
-
-/** `s` as its UTF-8 bytes, one char per byte (a byte string the head can carry as latin1). */
-function utf8Bytes(s: string): string {
-  return Buffer.from(s, "utf8").toString("latin1");
-}
 
 function scratchFor(size: number): Buffer {
   if (scratch.length < size) scratch = Buffer.allocUnsafe(Math.max(size, scratch.length * 2));
@@ -536,7 +532,7 @@ class ServerConnection extends CancelSource implements SocketEvents {
       const name = h[0];
       // Text above latin1 in a value (a filter's "π €") goes as its UTF-8 bytes; the rest of the head,
       // the upstream's latin1 bytes too, stays one byte per char.
-      const value = isLatin1(h[1]) ? h[1] : utf8Bytes(h[1]);
+      const value = isLatin1(h[1]) ? h[1] : byteString(h[1]);
       if (latin1 && !isLatin1(name)) latin1 = false;
       if (name === "content-length") {
         // In-memory bodies get their real size below; others keep what the upstream said (HEAD, 304, streams).

@@ -1,7 +1,7 @@
 // Serialises an UpstreamRequest into an HTTP/1.1 request head, refusing anything that could split it.
-import { Buffer } from "node:buffer";
 import { ProxyError } from "../../errors.ts";
 import type { UpstreamRequest } from "../types.ts";
+import { byteString } from "./byte-string.ts";
 import { TOKEN } from "./response-parser.ts";
 
 /** How the request body goes on the wire. */
@@ -120,7 +120,7 @@ export function buildRequestHead(req: UpstreamRequest, hostKey: string): Request
       const kind = scanValue(value, true, `request header ${name}`, true);
       // Text above latin1 (a filter's "prix 5 €") goes as its UTF-8 bytes, as the listener sends such
       // a response value: one char per byte from here on.
-      if (kind === ABOVE_LATIN1) value = Buffer.from(value, "utf8").toString("latin1");
+      if (kind === ABOVE_LATIN1) value = byteString(value);
       high = 1;
     }
     switch (lower) {
