@@ -4,7 +4,7 @@
 import { Hono } from "hono";
 import { ProxyError } from "../errors.ts";
 import { platform, type ClientInfo } from "../platform/index.ts";
-import { byteString } from "../upstream/http1/byte-string.ts";
+import { byteString, isLatin1 } from "../upstream/http1/byte-string.ts";
 import type { HeaderList } from "../upstream/types.ts";
 import { linePairs } from "../proxy/headers.ts";
 import type { DownstreamHandler, DownstreamRequest, DownstreamResponse } from "./types.ts";
@@ -46,7 +46,8 @@ export function toResponse(res: DownstreamResponse): Response {
     body = size === 0 ? null : platform.bufferedBody(res.chunks, size);
   }
   // fetch's Headers take byte strings: a filter's "π €" goes as its UTF-8 bytes, as on the native listener.
-  const own = res.headers.map(([name, value]): [string, string] => [name, byteString(value)]);
+  // A new list only in that rare case: this runs for every response.
+  const own = res.headers.every(([, value]) => isLatin1(value)) ? res.headers : res.headers.map(([name, value]): [string, string] => [name, byteString(value)]);
   const headers = res.wire ? [...linePairs(res.wire.lines), ...own] : own;
   return new Response(body, { status: res.status, statusText: res.statusText, headers });
 }
