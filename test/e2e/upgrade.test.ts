@@ -155,6 +155,20 @@ async function scripted(onHead: (head: string, socket: net.Socket, rest: Buffer)
   return { ...up, heads, ended };
 }
 
+/** The 101 the scripted upstreams answer with. */
+const SWITCHED = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n";
+
+/** Runs `fn` against a proxy in front of `up` (`yaml`: by default one route allowing x-echo upgrades); stops both after. */
+async function through(up: { port: number; stop(): void }, fn: (p: InProcessProxy) => Promise<void>, yaml = simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" })): Promise<void> {
+  const p = await startInProcess(yaml);
+  try {
+    await fn(p);
+  } finally {
+    await p.stop();
+    up.stop();
+  }
+}
+
 /** A raw client: write, read what comes. */
 function rawClient(port: number) {
   const socket = net.connect(port, "127.0.0.1");
@@ -183,8 +197,7 @@ describe("upgrade tunnels at the byte level", () => {
       if (rest.length > 0) socket.write(`got-first:${rest.toString("latin1")};`);
       socket.on("data", (d: Buffer) => socket.write(`got:${d.toString("latin1")};`));
     });
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE + "PIPELINED");
       // Held by the listener until the switch, then sent first (with the head or after it: either way).
@@ -209,44 +222,33 @@ describe("upgrade tunnels at the byte level", () => {
       c.socket.end();
       await until(() => up.ended.length === 1);
       await until(() => c.ended);
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    });
   });
 
   test("the upstream's end closes the client after the bytes it sent", async () => {
     const up = await scripted((_head, socket) => {
-      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.write(SWITCHED);
       socket.end("last words");
     });
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.ended);
       expect(c.data).toEndWith("\r\n\r\nlast words");
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    });
   });
 
   test("a client reset destroys the upstream side", async () => {
     const up = await scripted((_head, socket) => {
-      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.write(SWITCHED);
     });
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.data.includes("\r\n\r\n"));
       c.socket.resetAndDestroy();
       await until(() => up.ended.length === 1);
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    });
   });
 
   test("an upstream that declines the upgrade answers as usual, and the connection stays HTTP", async () => {
@@ -261,8 +263,7 @@ describe("upgrade tunnels at the byte level", () => {
         }
       });
     });
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.data.endsWith("nope"));
@@ -271,10 +272,7 @@ describe("upgrade tunnels at the byte level", () => {
       await until(() => c.data.split("nope").length === 3);
       expect(c.ended).toBe(false);
       c.socket.destroy();
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    });
   });
 
   test.each([
@@ -284,8 +282,8 @@ describe("upgrade tunnels at the byte level", () => {
     ["a POST", "    upgrades: [x-echo]", "POST /t HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: x-echo\r\nContent-Length: 2\r\n\r\nhi"],
   ])("no upgrade goes upstream for %s: Upgrade is dropped as hop-by-hop", async (_what, routeExtra, request) => {
     const up = await scripted((_head, socket) => socket.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"));
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra }));
-    try {
+    const yaml = simpleConfig(up.port, { routeExtra });
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(request);
       await until(() => c.data.endsWith("plain"));
@@ -294,27 +292,22 @@ describe("upgrade tunnels at the byte level", () => {
       expect(upLines.some((l) => l.startsWith("upgrade:"))).toBe(false);
       expect(upLines.some((l) => l.startsWith("connection:") && l.includes("upgrade"))).toBe(false);
       c.socket.destroy();
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    }, yaml);
   });
 
   test("on a route with filters, they see the handshake and the 101, and the tunnel then works", async () => {
     await buildStandardFilters("add-header");
     const up = await scripted((_head, socket) => {
-      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.write(SWITCHED);
       socket.on("data", (d: Buffer) => socket.write(`got:${d.toString("latin1")};`));
     });
-    const p = await startInProcess(
-      simpleConfig(up.port, {
-        top: "filterDir: filters/dist",
-        routeExtra: `    upgrades: [x-echo]
+    const yaml = simpleConfig(up.port, {
+      top: "filterDir: filters/dist",
+      routeExtra: `    upgrades: [x-echo]
     filters:
       - { name: add-header, config: { request: { x-filter: f }, response: { x-filter-res: g } } }`,
-      }),
-    );
-    try {
+    });
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.data.includes("\r\n\r\n"));
@@ -328,19 +321,16 @@ describe("upgrade tunnels at the byte level", () => {
       c.socket.write("ping");
       await until(() => c.data.includes("got:ping;"));
       c.socket.destroy();
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    }, yaml);
   });
 
   test("a tunnel quiet for limits.tunnelIdleTimeoutMs is closed on both sides; one with traffic is not", async () => {
     const up = await scripted((_head, socket) => {
-      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.write(SWITCHED);
       socket.on("data", (d: Buffer) => socket.write(d));
     });
-    const p = await startInProcess(simpleConfig(up.port, { top: "limits: { tunnelIdleTimeoutMs: 400 }", routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    const yaml = simpleConfig(up.port, { top: "limits: { tunnelIdleTimeoutMs: 400 }", routeExtra: "    upgrades: [x-echo]" });
+    await through(up, async (p) => {
       const busy = rawClient(p.port);
       const quiet = rawClient(p.port);
       busy.socket.write(HANDSHAKE);
@@ -359,21 +349,17 @@ describe("upgrade tunnels at the byte level", () => {
       await until(() => busy.ended, 3000);
       expect(Date.now() - started).toBeGreaterThan(1000);
       await until(() => up.ended.length === 2);
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    }, yaml);
   });
 
   test("the access log has one line per tunnel, written when it ends: status 101, its bytes each way, its whole life", async () => {
     const up = await scripted((_head, socket) => {
-      socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n");
+      socket.write(SWITCHED);
       socket.on("data", (d: Buffer) => socket.write(Buffer.concat([d, d]))); // twice what it gets
     });
     const log = join(tempDir(), "access.log");
     const config = simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }).replace("accessLog: { enabled: false }", `accessLog: { enabled: true, path: ${JSON.stringify(log)} }`);
-    const p = await startInProcess(config);
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.data.includes("\r\n\r\n"));
@@ -389,25 +375,18 @@ describe("upgrade tunnels at the byte level", () => {
       const entry = lines()[0];
       expect(entry).toMatchObject({ method: "GET", path: "/t", status: 101, route: "main", bytesIn: 7, bytesOut: 14, error: null });
       expect(entry.durationMs).toBeGreaterThan(300);
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    }, config);
   });
 
   test("a 101 without an Upgrade header is a 502 upstream_protocol_error", async () => {
     const up = await scripted((_head, socket) => socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"));
-    const p = await startInProcess(simpleConfig(up.port, { routeExtra: "    upgrades: [x-echo]" }));
-    try {
+    await through(up, async (p) => {
       const c = rawClient(p.port);
       c.socket.write(HANDSHAKE);
       await until(() => c.data.includes("\r\n\r\n") && c.data.endsWith("}"));
       expect(c.data).toStartWith("HTTP/1.1 502 ");
       expect(c.data.toLowerCase()).toContain("x-mesh-error: upstream_protocol_error");
       c.socket.destroy();
-    } finally {
-      await p.stop();
-      up.stop();
-    }
+    });
   });
 });
